@@ -1,0 +1,411 @@
+package session
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extauth/extauth/internal/testenv"
+)
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func testSecret(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+func newTestStore(t testing.TB, now *time.Time, secrets ...[]byte) *Store {
+	t.Helper()
+	if len(secrets) == 0 {
+		secrets = [][]byte{testSecret(1)}
+	}
+	codec, err := NewCodec(secrets, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(codec, Options{Name: "_extauth", Secure: true, SameSite: http.SameSiteLaxMode}, func() time.Time { return *now })
+}
+
+// stateFromTokenSet builds the session a sign-in with that token set makes,
+// claims taken from its ID token as the callback does.
+func stateFromTokenSet(t testing.TB, name string) *State {
+	t.Helper()
+	ts := testenv.LoadTokenSet(t, name)
+	parts := strings.Split(ts.IDToken, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Sub               string   `json:"sub"`
+		Email             string   `json:"email"`
+		PreferredUsername string   `json:"preferred_username"`
+		Groups            []string `json:"groups"`
+		SID               string   `json:"sid"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return &State{
+		Subject: claims.Sub, User: claims.Sub, Email: claims.Email,
+		PreferredUsername: claims.PreferredUsername, Groups: claims.Groups, SID: claims.SID,
+		AccessToken: ts.AccessToken, IDToken: ts.IDToken, RefreshToken: ts.RefreshToken,
+		AccessExpiry: t0.Add(time.Duration(ts.ExpiresIn) * time.Second),
+		CreatedAt:    t0, ExpiresAt: t0.Add(168 * time.Hour),
+	}
+}
+
+// requestWith returns a request carrying the cookies a response set.
+func requestWith(rec *httptest.ResponseRecorder) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/oauth2/auth", nil)
+	for _, c := range rec.Result().Cookies() {
+		if c.MaxAge >= 0 {
+			r.AddCookie(c)
+		}
+	}
+	return r
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		st   State
+	}{
+		{"empty", State{}},
+		{"claims only", State{Subject: "u1", User: "u1", Email: "a@b.c", Groups: []string{"x", "y"}, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}},
+		{"user differs from sub", State{Subject: "u1", User: "alice", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}},
+		{"opaque tokens", State{Subject: "s", User: "s", AccessToken: "opaque==", RefreshToken: "r.t", IDToken: "a.b.c.d"}},
+		{"not canonical base64 stays verbatim", State{Subject: "s", User: "s", AccessToken: "eyJ.eyJ.abd", IDToken: "a\n.b.c"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.st.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got State
+			if err := got.UnmarshalBinary(b); err != nil {
+				t.Fatal(err)
+			}
+			want := tc.st
+			if want.User == "" {
+				want.User = want.Subject
+			}
+			if !equalState(&got, &want) {
+				t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func equalState(a, b *State) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return bytes.Equal(ja, jb)
+}
+
+// TestTokenSetSizes is the size contract: Okta and Keycloak sessions with all
+// three tokens fit one cookie of at most 4,000 bytes; Entra's is split and
+// reassembled. It prints the figures.
+func TestTokenSetSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		wantParts int
+	}{
+		{"okta", 1}, {"keycloak", 1}, {"entra", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0
+			store := newTestStore(t, &now)
+			st := stateFromTokenSet(t, tc.name)
+			rec := httptest.NewRecorder()
+			n, err := store.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			headers := rec.Header().Values("Set-Cookie")
+			cookieBytes := 0
+			for _, c := range rec.Result().Cookies() {
+				if len(c.Name)+1+len(c.Value) > DefaultMaxCookieBytes {
+					t.Errorf("cookie %s is %d bytes, over %d", c.Name, len(c.Name)+1+len(c.Value), DefaultMaxCookieBytes)
+				}
+				cookieBytes += len(c.Name) + 1 + len(c.Value)
+			}
+			tokens := len(st.AccessToken) + len(st.IDToken) + len(st.RefreshToken)
+			t.Logf("%-8s tokens %5d B -> encoded %5d B in %d cookie(s), %d B of name=value, Set-Cookie lines %v B",
+				tc.name, tokens, n, len(headers), cookieBytes, lineLens(headers))
+			if tc.wantParts > 0 && len(headers) != tc.wantParts {
+				t.Errorf("got %d cookies, want %d", len(headers), tc.wantParts)
+			}
+			got, err := store.Load(requestWith(rec))
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			if !equalState(got, st) {
+				t.Error("loaded state differs from saved")
+			}
+		})
+	}
+}
+
+func lineLens(h []string) []int {
+	var out []int
+	for _, l := range h {
+		out = append(out, len(l))
+	}
+	return out
+}
+
+func TestSplitAndShrinkClearsStaleParts(t *testing.T) {
+	now := t0
+	store := newTestStore(t, &now)
+	store.opts.MaxCookieBytes = 600 // force splitting with small states
+	big := stateFromTokenSet(t, "okta")
+	rec := httptest.NewRecorder()
+	if _, err := store.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), big); err != nil {
+		t.Fatal(err)
+	}
+	parts := rec.Result().Cookies()
+	if len(parts) < 3 || parts[0].Name != "_extauth_0" {
+		t.Fatalf("want ≥3 parts starting with _extauth_0, got %d (%v)", len(parts), parts[0].Name)
+	}
+	req := requestWith(rec)
+	if _, err := store.Load(req); err != nil {
+		t.Fatalf("load split: %v", err)
+	}
+
+	// The session shrinks to one cookie: every old part is expired.
+	small := &State{Subject: "s", User: "s", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	rec2 := httptest.NewRecorder()
+	if _, err := store.Save(rec2, req, small); err != nil {
+		t.Fatal(err)
+	}
+	set := rec2.Result().Cookies()
+	if set[0].Name != "_extauth" || set[0].MaxAge <= 0 {
+		t.Fatalf("first Set-Cookie must be the session: %+v", set[0])
+	}
+	expired := map[string]bool{}
+	for _, c := range set[1:] {
+		if c.MaxAge < 0 {
+			expired[c.Name] = true
+		}
+	}
+	for _, p := range parts {
+		if !expired[p.Name] {
+			t.Errorf("stale part %s not cleared", p.Name)
+		}
+	}
+
+	// A part missing in the middle is no session, not a crash.
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(parts[0])
+	r.AddCookie(parts[2])
+	if _, err := store.Load(r); !errors.Is(err, ErrInvalid) {
+		t.Errorf("gap in parts: got %v, want ErrInvalid", err)
+	}
+}
+
+func TestClearExpiresEveryPart(t *testing.T) {
+	now := t0
+	store := newTestStore(t, &now)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Cookie", "_extauth_0=a; _extauth_1=b; other=c; _extauth_csrf=d")
+	rec := httptest.NewRecorder()
+	store.Clear(rec, r)
+	got := map[string]int{}
+	for _, c := range rec.Result().Cookies() {
+		got[c.Name] = c.MaxAge
+	}
+	for _, name := range []string{"_extauth_0", "_extauth_1", "_extauth"} {
+		if got[name] >= 0 {
+			t.Errorf("%s not expired: %v", name, got)
+		}
+	}
+	if _, ok := got["other"]; ok {
+		t.Error("cleared a cookie that is not ours")
+	}
+	if _, ok := got["_extauth_csrf"]; ok {
+		t.Error("cleared the flow cookie")
+	}
+}
+
+func TestHostileCookiesAreInvalid(t *testing.T) {
+	now := t0
+	store := newTestStore(t, &now)
+	rec := httptest.NewRecorder()
+	if _, err := store.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), stateFromTokenSet(t, "okta")); err != nil {
+		t.Fatal(err)
+	}
+	good := rec.Result().Cookies()[0].Value
+	flip := []byte(good)
+	flip[len(flip)/2] ^= 1
+	if flip[len(flip)/2] == '.' || flip[len(flip)/2] == '/' {
+		flip[len(flip)/2] = 'A'
+	}
+	garbage := make([]byte, 10<<10)
+	for i := range garbage {
+		garbage[i] = "ABCDEFGHabcdefgh0123456789-_"[i%28]
+	}
+	otherStore := newTestStore(t, &now, testSecret(9))
+	rec2 := httptest.NewRecorder()
+	if _, err := otherStore.Save(rec2, httptest.NewRequest(http.MethodGet, "/", nil), stateFromTokenSet(t, "okta")); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		"tampered":         string(flip),
+		"truncated":        good[:len(good)-10],
+		"truncated short":  good[:8],
+		"extended":         good + "AAAA",
+		"empty":            "",
+		"10KB garbage":     string(garbage),
+		"not base64":       "!!!***",
+		"other secret":     rec2.Result().Cookies()[0].Value,
+		"quoted garbage":   `"abc"`,
+		"padding":          good + "==",
+		"single byte":      "A",
+		"nonce only":       base64.RawURLEncoding.EncodeToString(make([]byte, 12)),
+		"nonce and tag":    base64.RawURLEncoding.EncodeToString(make([]byte, 29)),
+		"embedded newline": good[:20] + "\n" + good[20:],
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Cookie", "_extauth="+value)
+			st, err := store.Load(r)
+			if err == nil || st != nil {
+				t.Fatalf("accepted a hostile cookie")
+			}
+			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrNoSession) {
+				t.Errorf("got %v, want ErrInvalid or ErrNoSession", err)
+			}
+		})
+	}
+}
+
+func TestNameIsBound(t *testing.T) {
+	codec, _ := NewCodec([][]byte{testSecret(1)}, rand.Reader)
+	v, err := codec.Encode("_extauth_csrf", Flows{{State: "s", Expires: t0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := codec.Decode("_extauth", v, &st); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a flow cookie value decoded as a session: %v", err)
+	}
+}
+
+func TestKeyRotation(t *testing.T) {
+	now := t0
+	old := newTestStore(t, &now, testSecret(1))
+	rec := httptest.NewRecorder()
+	st := &State{Subject: "s", User: "s", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if _, err := old.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), st); err != nil {
+		t.Fatal(err)
+	}
+	rotated := newTestStore(t, &now, testSecret(2), testSecret(1))
+	if _, err := rotated.Load(requestWith(rec)); err != nil {
+		t.Fatalf("second secret must still decode: %v", err)
+	}
+	rec2 := httptest.NewRecorder()
+	if _, err := rotated.Save(rec2, httptest.NewRequest(http.MethodGet, "/", nil), st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Load(requestWith(rec2)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("the first secret must encode: old store decoded it (%v)", err)
+	}
+	if _, err := NewCodec([][]byte{make([]byte, 16)}, rand.Reader); err == nil {
+		t.Error("a 16-byte secret was accepted")
+	}
+}
+
+func TestExpiryUsesOurClock(t *testing.T) {
+	now := t0
+	store := newTestStore(t, &now)
+	rec := httptest.NewRecorder()
+	st := &State{Subject: "s", User: "s", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	if _, err := store.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), st); err != nil {
+		t.Fatal(err)
+	}
+	req := requestWith(rec)
+	now = t0.Add(59 * time.Minute)
+	if _, err := store.Load(req); err != nil {
+		t.Fatalf("before expiry: %v", err)
+	}
+	now = t0.Add(time.Hour)
+	if _, err := store.Load(req); !errors.Is(err, ErrExpired) {
+		t.Fatalf("at expiry: got %v, want ErrExpired", err)
+	}
+}
+
+func TestFlowsSeveralTabs(t *testing.T) {
+	now := t0
+	codec, _ := NewCodec([][]byte{testSecret(1)}, rand.Reader)
+	fs := NewFlowStore(codec, Options{Name: "_extauth", SameSite: http.SameSiteStrictMode}, func() time.Time { return now })
+	// Tab A and tab B start; B's request carries A's cookie.
+	recA := httptest.NewRecorder()
+	if err := fs.Add(recA, fs.Load(httptest.NewRequest(http.MethodGet, "/", nil)), Flow{State: "A", Expires: now.Add(FlowTTL)}); err != nil {
+		t.Fatal(err)
+	}
+	if c := recA.Result().Cookies()[0]; c.Name != "_extauth_csrf" || c.SameSite != http.SameSiteLaxMode || !c.HttpOnly || c.MaxAge != 900 {
+		t.Fatalf("flow cookie attributes: %+v", c)
+	}
+	recB := httptest.NewRecorder()
+	if err := fs.Add(recB, fs.Load(requestWith(recA)), Flow{State: "B", Expires: now.Add(FlowTTL)}); err != nil {
+		t.Fatal(err)
+	}
+	// B completes first, then A with the cookie B's callback left.
+	recCB := httptest.NewRecorder()
+	if f, ok := fs.Take(recCB, fs.Load(requestWith(recB)), "B"); !ok || f.State != "B" {
+		t.Fatal("flow B not found")
+	}
+	recCA := httptest.NewRecorder()
+	if f, ok := fs.Take(recCA, fs.Load(requestWith(recCB)), "A"); !ok || f.State != "A" {
+		t.Fatal("flow A not found after B completed")
+	}
+	if c := recCA.Result().Cookies()[0]; c.MaxAge >= 0 {
+		t.Error("flow cookie not cleared after the last flow")
+	}
+	// Expired flows are dropped.
+	now = now.Add(FlowTTL)
+	if got := fs.Load(requestWith(recB)); len(got) != 0 {
+		t.Errorf("expired flows still loaded: %d", len(got))
+	}
+}
+
+func TestFlowsBounded(t *testing.T) {
+	now := t0
+	codec, _ := NewCodec([][]byte{testSecret(1)}, rand.Reader)
+	fs := NewFlowStore(codec, Options{Name: "_extauth"}, func() time.Time { return now })
+	var req = httptest.NewRequest(http.MethodGet, "/", nil)
+	for i := range 20 {
+		rec := httptest.NewRecorder()
+		long := "/" + strings.Repeat("x", 1000)
+		if err := fs.Add(rec, fs.Load(req), Flow{State: string(rune('a' + i)), ReturnURL: long, Expires: now.Add(FlowTTL)}); err != nil {
+			t.Fatal(err)
+		}
+		c := rec.Result().Cookies()[0]
+		if len(c.Value) > maxFlowCookieBytes {
+			t.Fatalf("flow cookie grew to %d bytes", len(c.Value))
+		}
+		req = requestWith(rec)
+	}
+	flows := fs.Load(req)
+	if len(flows) == 0 || len(flows) > maxFlows || flows[len(flows)-1].State != string(rune('a'+19)) {
+		t.Errorf("want the newest flows kept, got %d", len(flows))
+	}
+}
+
+func TestCookieValueParsing(t *testing.T) {
+	h := http.Header{"Cookie": {`a=1; _extauth="q"`, "_extauth=second"}}
+	if v, ok := cookieValue(h, "_extauth"); !ok || v != "q" {
+		t.Errorf("got %q %v", v, ok)
+	}
+	if _, ok := cookieValue(h, "_ext"); ok {
+		t.Error("prefix matched")
+	}
+}
