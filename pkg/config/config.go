@@ -1,0 +1,322 @@
+// Package config is extauth's configuration: the YAML file shape (SPEC.md,
+// "Configuration"), its defaults, strict loading that names every bad key by
+// its YAML path, and Validate, which reports every problem at once.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Session stores.
+const (
+	StoreCookie = "cookie" // the whole session lives in the cookie
+	StoreRedis  = "redis"  // the cookie holds a ticket; the session lives in Redis
+)
+
+// Config is the whole configuration file. Every field states its default;
+// Default returns a Config with all of them.
+type Config struct {
+	Server        Server        `json:"server"`
+	OIDC          OIDC          `json:"oidc"`
+	Session       Session       `json:"session"`
+	Authorization Authorization `json:"authorization"`
+	Headers       Headers       `json:"headers"`
+	Logging       Logging       `json:"logging"`
+}
+
+// Server configures the listeners.
+type Server struct {
+	// Address is the main listener, host:port. Default ":4180".
+	Address string `json:"address"`
+	// MetricsAddress is the Prometheus listener, host:port, kept apart from
+	// Address so that the ingress never exposes /metrics. Default ":9090".
+	MetricsAddress string `json:"metricsAddress"`
+	// PathPrefix is where every endpoint is mounted. Default "/oauth2", so the
+	// ingress annotations known from oauth2-proxy keep working.
+	PathPrefix string `json:"pathPrefix"`
+	// ShutdownTimeout bounds the graceful shutdown. Default 15s.
+	ShutdownTimeout Duration `json:"shutdownTimeout"`
+	// TrustedProxies lists the CIDRs (or single IPs) whose X-Forwarded-*
+	// headers are believed, e.g. Traefik's. Default empty: none.
+	TrustedProxies []string `json:"trustedProxies"`
+
+	// TrustedPrefixes is TrustedProxies parsed by Validate; a single IP
+	// becomes a /32 or /128.
+	TrustedPrefixes []netip.Prefix `json:"-"`
+}
+
+// OIDC configures the OpenID Connect provider and this client.
+type OIDC struct {
+	// IssuerURL is the provider's issuer; discovery is read from
+	// IssuerURL + "/.well-known/openid-configuration". Required.
+	IssuerURL string `json:"issuerURL"`
+	// ClientID is this client's ID at the provider. Required.
+	ClientID string `json:"clientID"`
+	// ClientSecret is the client secret. It may be empty only for a public
+	// client (PKCE true). After Parse it holds the effective secret, also
+	// when it came from ClientSecretFile. Default empty.
+	ClientSecret string `json:"clientSecret"`
+	// ClientSecretFile is a file holding the client secret (a mounted
+	// Kubernetes Secret); surrounding whitespace is trimmed. Default empty.
+	ClientSecretFile string `json:"clientSecretFile"`
+	// RedirectURL is the callback URL registered at the provider. Default
+	// empty: built from the request (X-Forwarded-Proto/Host).
+	RedirectURL string `json:"redirectURL"`
+	// Scopes are requested at sign-in; must contain "openid". Default
+	// [openid profile email offline_access] (offline_access for a refresh token).
+	Scopes []string `json:"scopes"`
+	// PKCE sends an S256 code challenge (RFC 7636). Default true.
+	PKCE bool `json:"pkce"`
+	// ExtraAuthParams are added to the authorization request, e.g.
+	// {audience: api://default}. Default empty.
+	ExtraAuthParams map[string]string `json:"extraAuthParams"`
+	// RevocationURL is the RFC 7009 endpoint. Default empty: discovery's
+	// revocation_endpoint.
+	RevocationURL string `json:"revocationURL"`
+	// EndSessionURL is the RP-initiated logout endpoint. Default empty:
+	// discovery's end_session_endpoint.
+	EndSessionURL string `json:"endSessionURL"`
+	// PostLogoutRedirectURL is sent as post_logout_redirect_uri at sign-out.
+	// Default empty: a valid rd, if any.
+	PostLogoutRedirectURL string `json:"postLogoutRedirectURL"`
+	// CAFile is an extra PEM CA bundle for talking to the provider. Default
+	// empty: the system roots only.
+	CAFile string `json:"caFile"`
+	// Claims names the ID token claims extauth reads.
+	Claims Claims `json:"claims"`
+
+	// CAPEM is the content of CAFile, read by Parse; it holds at least one
+	// certificate.
+	CAPEM []byte `json:"-"`
+}
+
+// Claims names the claims that carry the user's identity.
+type Claims struct {
+	// User becomes X-Auth-Request-User. Default "sub".
+	User string `json:"user"`
+	// Email is checked against authorization and becomes X-Auth-Request-Email.
+	// Default "email".
+	Email string `json:"email"`
+	// Groups is checked against authorization and becomes
+	// X-Auth-Request-Groups. Default "groups".
+	Groups string `json:"groups"`
+	// PreferredUsername becomes X-Auth-Request-Preferred-Username. Default
+	// "preferred_username".
+	PreferredUsername string `json:"preferredUsername"`
+}
+
+// Session configures the session cookie and its store.
+type Session struct {
+	// CookieName names the session cookie; the flow cookie is
+	// CookieName+"_csrf" and split parts are CookieName+"_<n>". Default
+	// "_extauth".
+	CookieName string `json:"cookieName"`
+	// CookieDomain shares one sign-in across hosts, e.g. ".example.com".
+	// Default empty: host-only cookie.
+	CookieDomain string `json:"cookieDomain"`
+	// CookiePath is the cookie's Path. Default "/".
+	CookiePath string `json:"cookiePath"`
+	// CookieSecure sets the Secure attribute. Default true.
+	CookieSecure bool `json:"cookieSecure"`
+	// CookieSameSite is lax, strict or none (lowercased by Validate); none
+	// requires CookieSecure. Default "lax".
+	CookieSameSite string `json:"cookieSameSite"`
+	// MaxAge is the absolute lifetime of a session. Default 168h.
+	MaxAge Duration `json:"maxAge"`
+	// RefreshBefore: the check refreshes the access token when it expires
+	// within this long. Default 60s.
+	RefreshBefore Duration `json:"refreshBefore"`
+	// RefreshGrace: while the provider cannot be reached, a session keeps
+	// passing this long past its access token's expiry. Default 5m.
+	RefreshGrace Duration `json:"refreshGrace"`
+	// StoreTokens selects which provider tokens the session keeps.
+	StoreTokens StoreTokens `json:"storeTokens"`
+	// Secrets are base64 (standard or URL-safe, padding optional) keys of 32
+	// bytes or more; the first encodes, all decode, so keys can be rotated.
+	// After Parse it holds the effective secrets, also when they came from
+	// SecretsFile. Default empty; one is required.
+	Secrets []string `json:"secrets"`
+	// SecretsFile holds one secret a line; blank lines and lines starting
+	// with # are ignored. Default empty.
+	SecretsFile string `json:"secretsFile"`
+	// Store is where sessions live: cookie or redis. Default "cookie".
+	Store string `json:"store"`
+	// Redis is used when Store is redis.
+	Redis Redis `json:"redis"`
+
+	// Keys are Secrets decoded by Validate, in order: Keys[0] encodes, all
+	// decode.
+	Keys [][]byte `json:"-"`
+
+	// secretLines[i] is the SecretsFile line of Secrets[i], so that errors
+	// point into the file; nil when the secrets were given inline.
+	secretLines []int
+}
+
+// StoreTokens selects which provider tokens a session keeps, like
+// mozilla-django-oidc's OIDC_STORE_* settings. Fewer tokens, smaller cookie.
+type StoreTokens struct {
+	// AccessToken is needed for headers.accessToken/authorization and for
+	// revocation. Default true.
+	AccessToken bool `json:"accessToken"`
+	// IDToken is needed for id_token_hint at sign-out (Okta requires it).
+	// Default true.
+	IDToken bool `json:"idToken"`
+	// RefreshToken is needed to refresh during the check; without it the
+	// session ends with the access token. Default true.
+	RefreshToken bool `json:"refreshToken"`
+}
+
+// Redis configures the Redis session store.
+type Redis struct {
+	// Address is host:port. Default "127.0.0.1:6379".
+	Address string `json:"address"`
+	// PasswordFile holds the Redis password. Default empty: no password.
+	PasswordFile string `json:"passwordFile"`
+	// DB is the database number. Default 0.
+	DB int `json:"db"`
+	// KeyPrefix prefixes every key extauth writes. Default "extauth:".
+	KeyPrefix string `json:"keyPrefix"`
+
+	// Password is the content of PasswordFile, read by Parse.
+	Password string `json:"-"`
+}
+
+// Authorization decides who may pass once signed in, and where sign-in may
+// return to.
+type Authorization struct {
+	// EmailDomains admits emails in these domains: "*" for any,
+	// "example.com" exactly, ".example.com" or "*.example.com" for any
+	// subdomain. Default ["*"], but only when the file sets neither
+	// emailDomains nor emails: a file listing emails alone admits only them.
+	EmailDomains []string `json:"emailDomains"`
+	// Emails admits these addresses. Default empty.
+	Emails []string `json:"emails"`
+	// Groups admits members of any of these groups. Default empty: no
+	// group requirement.
+	Groups []string `json:"groups"`
+	// RedirectDomains are hosts, besides the request's own, that sign-in
+	// may return to: "app.example.com" exactly, ".example.com" for any
+	// subdomain, optionally with ":port" or ":*". Default empty.
+	RedirectDomains []string `json:"redirectDomains"`
+	// BearerTokens lets a request without a session pass with
+	// "Authorization: Bearer <JWT>" signed by the provider. Default false.
+	BearerTokens bool `json:"bearerTokens"`
+	// BearerAudiences are the audiences a bearer token may carry. Default
+	// empty: the client ID.
+	BearerAudiences []string `json:"bearerAudiences"`
+}
+
+// Headers switches the check's X-Auth-Request-* response headers.
+type Headers struct {
+	// User sends X-Auth-Request-User. Default true.
+	User bool `json:"user"`
+	// Email sends X-Auth-Request-Email. Default true.
+	Email bool `json:"email"`
+	// PreferredUsername sends X-Auth-Request-Preferred-Username. Default true.
+	PreferredUsername bool `json:"preferredUsername"`
+	// Groups sends X-Auth-Request-Groups, comma-separated. Default true.
+	Groups bool `json:"groups"`
+	// AccessToken sends X-Auth-Request-Access-Token. Default false: tokens
+	// leave extauth only when asked for.
+	AccessToken bool `json:"accessToken"`
+	// Authorization sends "Authorization: Bearer <access token>". Default
+	// false.
+	Authorization bool `json:"authorization"`
+}
+
+// Logging configures the process logger.
+type Logging struct {
+	// Level is debug, info, warn or error. Default "info".
+	Level string `json:"level"`
+	// Format is json or text. Default "json".
+	Format string `json:"format"`
+}
+
+// Default returns the configuration with every default from SPEC.md. The
+// required keys (oidc.issuerURL, oidc.clientID, session secrets) are empty.
+func Default() *Config {
+	return &Config{
+		Server: Server{
+			Address:         ":4180",
+			MetricsAddress:  ":9090",
+			PathPrefix:      "/oauth2",
+			ShutdownTimeout: Duration{15 * time.Second},
+		},
+		OIDC: OIDC{
+			Scopes: []string{"openid", "profile", "email", "offline_access"},
+			PKCE:   true,
+			Claims: Claims{
+				User:              "sub",
+				Email:             "email",
+				Groups:            "groups",
+				PreferredUsername: "preferred_username",
+			},
+		},
+		Session: Session{
+			CookieName:     "_extauth",
+			CookiePath:     "/",
+			CookieSecure:   true,
+			CookieSameSite: "lax",
+			MaxAge:         Duration{168 * time.Hour},
+			RefreshBefore:  Duration{60 * time.Second},
+			RefreshGrace:   Duration{5 * time.Minute},
+			StoreTokens:    StoreTokens{AccessToken: true, IDToken: true, RefreshToken: true},
+			Store:          StoreCookie,
+			Redis:          Redis{Address: "127.0.0.1:6379", KeyPrefix: "extauth:"},
+		},
+		Authorization: Authorization{EmailDomains: []string{"*"}},
+		Headers:       Headers{User: true, Email: true, PreferredUsername: true, Groups: true},
+		Logging:       Logging{Level: "info", Format: "json"},
+	}
+}
+
+// LogLevel is Logging.Level as a slog.Level; info when unset or unknown
+// (Validate rejects unknown levels).
+func (c *Config) LogLevel() slog.Level {
+	switch c.Logging.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s",
+// "168h") in the file, since encoding/json would otherwise want nanoseconds.
+type Duration struct {
+	time.Duration
+}
+
+// UnmarshalJSON accepts a Go duration string, or the number 0.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		// A bare 0 is unambiguous; any other number lacks its unit.
+		if strings.TrimSpace(string(b)) == "0" {
+			d.Duration = 0
+			return nil
+		}
+		return fmt.Errorf("expected a duration such as \"90s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(d.String())
+}

@@ -1,0 +1,131 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Load reads the YAML file at path and parses it with Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a YAML configuration onto the defaults, reads the files it
+// names (secrets, CA bundle) and validates the result. Unknown or duplicate
+// keys and values of the wrong type are errors naming their YAML path. On
+// error the Config is nil and the error lists every problem found.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	if err := decodeYAML(data, cfg); err != nil {
+		return nil, err
+	}
+	// Report problems with the files together with the validation ones;
+	// validate stays quiet about a secret whose file could not be read.
+	var p problems
+	cfg.readFiles(&p)
+	cfg.validate(&p)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// readFiles resolves every "…File" key into the value it stands for.
+func (c *Config) readFiles(p *problems) {
+	c.OIDC.readFiles(p)
+	c.Session.readFiles(p)
+}
+
+func (o *OIDC) readFiles(p *problems) {
+	if o.ClientSecretFile != "" {
+		if o.ClientSecret != "" {
+			p.add("oidc.clientSecret", "set together with oidc.clientSecretFile; use one of them")
+		} else if s, err := readSecret(o.ClientSecretFile); err != nil {
+			p.add("oidc.clientSecretFile", "%v", err)
+		} else {
+			o.ClientSecret = s
+		}
+	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		switch {
+		case err != nil:
+			p.add("oidc.caFile", "%v", err)
+		case !x509.NewCertPool().AppendCertsFromPEM(pem):
+			p.add("oidc.caFile", "no PEM certificate in %s", o.CAFile)
+		default:
+			o.CAPEM = pem
+		}
+	}
+}
+
+func (s *Session) readFiles(p *problems) {
+	if s.SecretsFile != "" {
+		if len(s.Secrets) > 0 {
+			p.add("session.secrets", "set together with session.secretsFile; use one of them")
+		} else if err := s.readSecretsFile(); err != nil {
+			p.add("session.secretsFile", "%v", err)
+		}
+	}
+	if s.Redis.PasswordFile != "" {
+		pw, err := readSecret(s.Redis.PasswordFile)
+		if err != nil {
+			p.add("session.redis.passwordFile", "%v", err)
+		}
+		s.Redis.Password = pw
+	}
+}
+
+// readSecretsFile reads one secret a line into Secrets, remembering each
+// one's line number so that Validate can point into the file.
+func (s *Session) readSecretsFile() error {
+	data, err := os.ReadFile(s.SecretsFile)
+	if err != nil {
+		return err
+	}
+	var secrets []string
+	var lines []int
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		secrets = append(secrets, line)
+		lines = append(lines, n)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", s.SecretsFile, err)
+	}
+	if len(secrets) == 0 {
+		return fmt.Errorf("no secret in %s", s.SecretsFile)
+	}
+	s.Secrets, s.secretLines = secrets, lines
+	return nil
+}
+
+// readSecret reads a secret mounted as a file. Whitespace is trimmed because
+// editors and `echo` add a trailing newline.
+func readSecret(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
