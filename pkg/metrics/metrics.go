@@ -1,0 +1,176 @@
+// Package metrics defines every Prometheus metric extauth exports. Names and
+// labels are part of the product contract (SPEC.md): the Grafana dashboard and
+// the alerts read them. Labels stay low-cardinality: never a user, host or URL.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Label values of the contract.
+const (
+	AuthAuthenticated   = "authenticated"
+	AuthUnauthenticated = "unauthenticated"
+	AuthForbidden       = "forbidden"
+	AuthError           = "error"
+
+	SigninRedirected      = "redirected"
+	SigninInvalidRedirect = "invalid_redirect"
+
+	CallbackSuccess        = "success"
+	CallbackInvalidState   = "invalid_state"
+	CallbackIdPError       = "idp_error"
+	CallbackExchangeFailed = "exchange_failed"
+	CallbackInvalidIDToken = "invalid_id_token"
+	CallbackForbidden      = "forbidden"
+
+	RefreshSuccess        = "success"
+	RefreshShared         = "shared"
+	RefreshInvalidGrant   = "invalid_grant"
+	RefreshIdPUnavailable = "idp_unavailable"
+
+	RevocationSuccess     = "success"
+	RevocationFailure     = "failure"
+	RevocationUnsupported = "unsupported"
+
+	BackchannelAccepted = "accepted"
+	BackchannelRejected = "rejected"
+
+	EndpointDiscovery  = "discovery"
+	EndpointJWKS       = "jwks"
+	EndpointToken      = "token"
+	EndpointRefresh    = "refresh"
+	EndpointRevocation = "revocation"
+	EndpointUserinfo   = "userinfo"
+
+	OutcomeOK    = "ok"
+	OutcomeError = "error"
+)
+
+// Metrics holds the collectors; New registers them on the given registry.
+type Metrics struct {
+	AuthRequests        *prometheus.CounterVec   // result
+	AuthRequestDuration *prometheus.HistogramVec // result
+	Signins             *prometheus.CounterVec   // result
+	Callbacks           *prometheus.CounterVec   // result
+	TokenRefreshes      *prometheus.CounterVec   // result
+	TokenRevocations    *prometheus.CounterVec   // token_type, result
+	SignOuts            prometheus.Counter
+	BackchannelLogouts  *prometheus.CounterVec   // result
+	IdPRequestDuration  *prometheus.HistogramVec // endpoint, outcome
+	SessionCookieBytes  prometheus.Histogram
+	HTTPRequests        *prometheus.CounterVec   // route, method, code
+	HTTPRequestDuration *prometheus.HistogramVec // route
+	BuildInfo           *prometheus.GaugeVec     // version, goversion
+	authObservers       map[string]authObserver
+}
+
+type authObserver struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// checkBuckets span what a check takes: tens of microseconds from the
+// cookie, up to seconds when a refresh waits for the provider.
+var checkBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// idpBuckets span a provider call: milliseconds to the client timeout.
+var idpBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// New creates the metrics and registers them, with the Go and process
+// collectors, on reg. Every label combination of the contract is created up
+// front so that dashboards see zeros instead of gaps.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		AuthRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_auth_requests_total", Help: "Auth checks answered, by result.",
+		}, []string{"result"}),
+		AuthRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "extauth_auth_request_duration_seconds", Help: "Time to answer an auth check, by result.", Buckets: checkBuckets,
+		}, []string{"result"}),
+		Signins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_signins_total", Help: "Sign-ins started, by result.",
+		}, []string{"result"}),
+		Callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_callbacks_total", Help: "Provider callbacks handled, by result.",
+		}, []string{"result"}),
+		TokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_token_refreshes_total", Help: "Access-token refreshes during checks, by result.",
+		}, []string{"result"}),
+		TokenRevocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_token_revocations_total", Help: "Token revocations at sign-out (RFC 7009), by token type and result.",
+		}, []string{"token_type", "result"}),
+		SignOuts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "extauth_sign_outs_total", Help: "Sign-outs handled.",
+		}),
+		BackchannelLogouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_backchannel_logouts_total", Help: "Back-channel logout requests, by result.",
+		}, []string{"result"}),
+		IdPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "extauth_idp_request_duration_seconds", Help: "Requests to the OpenID provider, by endpoint and outcome.", Buckets: idpBuckets,
+		}, []string{"endpoint", "outcome"}),
+		SessionCookieBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "extauth_session_cookie_bytes", Help: "Size of the encoded session written to cookies.",
+			Buckets: []float64{512, 1024, 1536, 2048, 2560, 3072, 3584, 4096, 6144, 8192, 12288, 16384},
+		}),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_http_requests_total", Help: "HTTP requests served, by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		HTTPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "extauth_http_request_duration_seconds", Help: "HTTP request duration, by route pattern.", Buckets: checkBuckets,
+		}, []string{"route"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "extauth_build_info", Help: "Always 1; labels tell the build.",
+		}, []string{"version", "goversion"}),
+	}
+	reg.MustRegister(
+		m.AuthRequests, m.AuthRequestDuration, m.Signins, m.Callbacks, m.TokenRefreshes,
+		m.TokenRevocations, m.SignOuts, m.BackchannelLogouts, m.IdPRequestDuration,
+		m.SessionCookieBytes, m.HTTPRequests, m.HTTPRequestDuration, m.BuildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+
+	m.authObservers = make(map[string]authObserver)
+	for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
+		m.authObservers[r] = authObserver{m.AuthRequests.WithLabelValues(r), m.AuthRequestDuration.WithLabelValues(r)}
+	}
+	for _, r := range []string{SigninRedirected, SigninInvalidRedirect} {
+		m.Signins.WithLabelValues(r)
+	}
+	for _, r := range []string{CallbackSuccess, CallbackInvalidState, CallbackIdPError, CallbackExchangeFailed, CallbackInvalidIDToken, CallbackForbidden} {
+		m.Callbacks.WithLabelValues(r)
+	}
+	for _, r := range []string{RefreshSuccess, RefreshShared, RefreshInvalidGrant, RefreshIdPUnavailable} {
+		m.TokenRefreshes.WithLabelValues(r)
+	}
+	for _, tt := range []string{"access_token", "refresh_token"} {
+		for _, r := range []string{RevocationSuccess, RevocationFailure, RevocationUnsupported} {
+			m.TokenRevocations.WithLabelValues(tt, r)
+		}
+	}
+	for _, r := range []string{BackchannelAccepted, BackchannelRejected} {
+		m.BackchannelLogouts.WithLabelValues(r)
+	}
+	for _, e := range []string{EndpointDiscovery, EndpointJWKS, EndpointToken, EndpointRefresh, EndpointRevocation, EndpointUserinfo} {
+		for _, o := range []string{OutcomeOK, OutcomeError} {
+			m.IdPRequestDuration.WithLabelValues(e, o)
+		}
+	}
+	return m
+}
+
+// ObserveAuth counts one check and its duration without a label lookup:
+// this runs on every request of every protected app.
+func (m *Metrics) ObserveAuth(result string, seconds float64) {
+	o, ok := m.authObservers[result]
+	if !ok {
+		o = authObserver{m.AuthRequests.WithLabelValues(result), m.AuthRequestDuration.WithLabelValues(result)}
+	}
+	o.count.Inc()
+	o.duration.Observe(seconds)
+}
