@@ -1,0 +1,157 @@
+// Command extauth is the external-auth service for nginx auth_request,
+// Traefik, Envoy and Caddy.
+//
+//	extauth serve --config FILE        (the default command)
+//	extauth check-config --config FILE
+//	extauth keygen
+//	extauth version
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/server"
+)
+
+// Set with -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "check-config":
+		return checkConfig(args, stdout, stderr)
+	case "keygen":
+		return keygen(stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "extauth %s (commit %s, %s)\n", version, commit, runtime.Version())
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "extauth: unknown command %q\n", cmd)
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  extauth [serve] --config FILE   run the service (FILE may also come from EXTAUTH_CONFIG)
+  extauth check-config --config FILE
+                                  validate FILE; exit 0, or print every problem and exit 1
+  extauth keygen                  print a new session secret (base64, 32 bytes)
+  extauth version                 print the version
+`)
+}
+
+// configFlag parses --config, defaulting to $EXTAUTH_CONFIG.
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("EXTAUTH_CONFIG"), "config file (default $EXTAUTH_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "extauth %s: unexpected arguments %q\n", name, fs.Args())
+		return "", false
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "extauth %s: no config file: pass --config FILE or set EXTAUTH_CONFIG\n", name)
+		return "", false
+	}
+	return *path, true
+}
+
+func checkConfig(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check-config", args, stderr)
+	if !ok {
+		return 2
+	}
+	if _, err := config.Load(path); err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n%s\n", path, indent(err))
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK\n", path)
+	return 0
+}
+
+func indent(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + l
+	}
+	return strings.Join(lines, "\n")
+}
+
+func keygen(stdout, stderr io.Writer) int {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		fmt.Fprintf(stderr, "extauth keygen: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(b))
+	return 0
+}
+
+func serve(args []string, stderr io.Writer) int {
+	path, ok := configFlag("serve", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n%s\n", path, indent(err))
+		return 1
+	}
+	log := newLogger(cfg, stderr)
+	log.Info("starting extauth", "version", version, "commit", commit, "config", path)
+	srv, err := server.New(cfg, log, version)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := srv.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("server stopped", "error", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel()}
+	if cfg.Logging.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,180 @@
+package handlers
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"golang.org/x/oauth2"
+
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// callbackError is a failed callback: its metric result, status and the
+// message the browser sees. reason goes to the log only.
+type callbackError struct {
+	result  string
+	status  int
+	message string
+	reason  string
+}
+
+// callback is /oauth2/callback, the provider's redirect back: it checks
+// state against the flow cookie, exchanges the code, verifies the ID token,
+// applies the policy, writes the session and returns the browser to where
+// it was going. Every failure is a 4xx page (5xx only when the provider
+// cannot be reached), a labelled metric, and no session.
+func (h *handler) callback(c *gin.Context) {
+	rl := logOf(c)
+	st, returnURL, cerr := h.completeSignIn(c)
+	if cerr != nil {
+		rl.result, rl.reason = cerr.result, cerr.reason
+		h.Metrics.Callbacks.WithLabelValues(cerr.result).Inc()
+		h.errorPageRetry(c, cerr.status, cerr.message, h.prefix+"/start")
+		return
+	}
+	n, err := h.Sessions.Save(c.Writer, c.Request, st)
+	if err != nil {
+		rl.result, rl.reason = metrics.CallbackExchangeFailed, "save session: "+err.Error()
+		h.Metrics.Callbacks.WithLabelValues(metrics.CallbackExchangeFailed).Inc()
+		h.errorPage(c, http.StatusInternalServerError, "The session is too large to store. Ask the operator to reduce session.storeTokens or use the redis store.")
+		return
+	}
+	h.Metrics.SessionCookieBytes.Observe(float64(n))
+	h.Metrics.Callbacks.WithLabelValues(metrics.CallbackSuccess).Inc()
+	rl.result, rl.sub = metrics.CallbackSuccess, st.Subject
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusFound, returnURL)
+}
+
+func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callbackError) {
+	r := c.Request
+	q := r.URL.Query()
+	flows := h.Flows.Load(r)
+	// Take the flow first: whatever happens next, this state is used up.
+	flow, found := h.Flows.Take(c.Writer, flows, q.Get("state"))
+
+	if e := q.Get("error"); e != "" {
+		status := http.StatusBadRequest
+		if e == "access_denied" {
+			status = http.StatusForbidden
+		}
+		return nil, "", &callbackError{metrics.CallbackIdPError, status,
+			"The sign-in provider refused the sign-in (" + safeErrorCode(e) + ").", "provider error " + safeErrorCode(e)}
+	}
+	if !found {
+		reason := "state does not match a sign-in of this browser"
+		if len(flows) == 0 {
+			reason = "no flow cookie"
+		}
+		return nil, "", &callbackError{metrics.CallbackInvalidState, http.StatusBadRequest,
+			"This sign-in link is not valid for this browser, or it has expired. Start the sign-in again.", reason}
+	}
+	code := q.Get("code")
+	if code == "" {
+		return nil, "", &callbackError{metrics.CallbackExchangeFailed, http.StatusBadRequest,
+			"The provider's answer carries no authorization code.", "no code"}
+	}
+
+	ctx := r.Context()
+	tokens, err := h.Provider.Exchange(ctx, code, flow.Verifier, h.redirectURL(r))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+			return nil, "", &callbackError{metrics.CallbackExchangeFailed, http.StatusBadRequest,
+				"The sign-in provider did not accept the authorization code. Start the sign-in again.",
+				"code exchange refused: " + safeErrorCode(re.ErrorCode)}
+		}
+		return nil, "", &callbackError{metrics.CallbackExchangeFailed, http.StatusBadGateway,
+			"The sign-in provider could not be reached. Try again in a moment.", "code exchange failed: " + err.Error()}
+	}
+	if tokens.IDToken == "" {
+		return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
+			"The sign-in provider sent no ID token.", "no id_token in token response"}
+	}
+	idTok, err := h.Provider.VerifyIDToken(ctx, tokens.IDToken)
+	if err != nil {
+		return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
+			"The sign-in provider's ID token is not valid.", err.Error()}
+	}
+	if subtle.ConstantTimeCompare([]byte(idTok.Nonce), []byte(flow.Nonce)) != 1 {
+		return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
+			"The sign-in provider's ID token is not valid.", "id token nonce mismatch"}
+	}
+	var claims map[string]any
+	if err := idTok.Claims(&claims); err != nil {
+		return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
+			"The sign-in provider's ID token is not valid.", "id token claims: " + err.Error()}
+	}
+	id, missing := h.readIdentity(claims)
+	if len(missing) > 0 && tokens.AccessToken != "" {
+		// Some providers put email, groups or names only in userinfo: one
+		// call at sign-in, never on the check.
+		if cerr := h.fillFromUserinfo(c, &id, idTok.Subject, tokens.AccessToken); cerr != nil {
+			return nil, "", cerr
+		}
+	}
+	if ok, reason := h.rules.Decide(policy.Identity{Email: id.email, Groups: id.groups}); !ok {
+		return nil, "", &callbackError{metrics.CallbackForbidden, http.StatusForbidden,
+			"You are signed in at the provider, but this account is not allowed here.", string(reason)}
+	}
+
+	now := h.Now()
+	sid, _ := claims["sid"].(string)
+	st := &session.State{
+		Subject: idTok.Subject, User: id.user, Email: id.email,
+		PreferredUsername: id.preferredUsername, Groups: id.groups, SID: sid,
+		AccessExpiry: tokens.Expiry,
+		CreatedAt:    now,
+		ExpiresAt:    now.Add(h.Config.Session.MaxAge.Duration),
+	}
+	keep := h.Config.Session.StoreTokens
+	if keep.AccessToken {
+		st.AccessToken = tokens.AccessToken
+	}
+	if keep.IDToken {
+		st.IDToken = tokens.IDToken
+	}
+	if keep.RefreshToken {
+		st.RefreshToken = tokens.RefreshToken
+	}
+	return st, flow.ReturnURL, nil
+}
+
+// fillFromUserinfo takes the claims the ID token lacks from the userinfo
+// endpoint, whose sub must be the ID token's. When the call fails, sign-in
+// goes on with what the ID token had: the policy then decides.
+func (h *handler) fillFromUserinfo(c *gin.Context, id *identity, sub, accessToken string) *callbackError {
+	info, err := h.Provider.Userinfo(c.Request.Context(), accessToken)
+	if err != nil {
+		h.Log.Warn("userinfo failed; continuing with the ID token's claims", "error", err)
+		return nil
+	}
+	if info.Subject != sub {
+		return &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
+			"The sign-in provider's answers do not agree.", "userinfo sub differs from the id token's"}
+	}
+	var claims map[string]any
+	if err := info.Claims(&claims); err != nil {
+		h.Log.Warn("userinfo claims unreadable; continuing with the ID token's claims", "error", err)
+		return nil
+	}
+	extra, _ := h.readIdentity(claims)
+	id.merge(extra)
+	return nil
+}
+
+// safeErrorCode keeps an OAuth error code fit for a page and a log line: the
+// codes are short ASCII words; anything else is not echoed.
+func safeErrorCode(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	if len(s) > 64 || !isToken(s) {
+		return "invalid error code"
+	}
+	return s
+}

@@ -1,0 +1,139 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// noStore is shared by every answer of the check; net/http only reads it.
+var noStore = []string{"no-store"}
+
+// check is /oauth2/auth, nginx's auth_request: 200 when the session is
+// valid and the policy allows, 401 when there is no valid session, 403 when
+// signed in but not allowed. Nothing else: ingress-nginx turns any other
+// status into a 500, and with auth-keepalive accepts only 200. Never a
+// redirect, never a body.
+func (h *handler) check(c *gin.Context) {
+	start := time.Now()
+	rl := logOf(c)
+	c.Writer.Header()["Cache-Control"] = noStore
+	result, status := h.decide(c, rl)
+	rl.result = result
+	c.Status(status)
+	c.Writer.WriteHeaderNow()
+	h.Metrics.ObserveAuth(result, time.Since(start).Seconds())
+}
+
+// decide returns the metric result and the status of a check.
+func (h *handler) decide(c *gin.Context, rl *reqLog) (string, int) {
+	r := c.Request
+	// The original request comes from X-Original-URL and -Method, which nginx
+	// sets itself; X-Forwarded-* from the client pass through nginx untouched
+	// and are never read here. One that is present but broken fails closed.
+	if raw := r.Header.Get("X-Original-Url"); raw != "" && !validOriginalURL(raw) {
+		rl.reason = "unparsable X-Original-URL"
+		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+	}
+	if m := r.Header.Get("X-Original-Method"); m != "" && (len(m) > 32 || !isToken(m)) {
+		rl.reason = "invalid X-Original-Method"
+		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+	}
+
+	st, err := h.Sessions.Load(r)
+	if err != nil {
+		if errors.Is(err, session.ErrNoSession) && h.Config.Authorization.BearerTokens {
+			if st = h.bearerSession(c, rl); st != nil {
+				return h.allow(c, rl, st)
+			}
+		}
+		rl.reason = sessionErrReason(err)
+		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+	}
+	return h.allow(c, rl, st)
+}
+
+// allow applies the policy to a valid session and sets the identity headers.
+func (h *handler) allow(c *gin.Context, rl *reqLog, st *session.State) (string, int) {
+	rl.sub = st.Subject
+	id := policy.Identity{Email: st.Email, Groups: st.Groups}
+	if ok, reason := h.rules.Decide(id); !ok {
+		rl.reason = string(reason)
+		return metrics.AuthForbidden, http.StatusForbidden
+	}
+	if q := c.Request.URL.RawQuery; q != "" {
+		rules, err := policy.ParseQuery(q)
+		if err != nil {
+			// A broken annotation must not open the door: deny.
+			rl.reason = "malformed allowed_* query"
+			return metrics.AuthForbidden, http.StatusForbidden
+		}
+		if ok, reason := rules.DecideQuery(id); !ok {
+			rl.reason = string(reason) + " (query)"
+			return metrics.AuthForbidden, http.StatusForbidden
+		}
+	}
+	h.identityHeaders(c.Writer.Header(), st)
+	return metrics.AuthAuthenticated, http.StatusOK
+}
+
+// identityHeaders sets the X-Auth-Request-* headers nginx copies upstream.
+func (h *handler) identityHeaders(hdr http.Header, st *session.State) {
+	cfg := h.Config.Headers
+	if cfg.User && st.User != "" {
+		hdr["X-Auth-Request-User"] = []string{st.User}
+	}
+	if cfg.Email && st.Email != "" {
+		hdr["X-Auth-Request-Email"] = []string{st.Email}
+	}
+	if cfg.PreferredUsername && st.PreferredUsername != "" {
+		hdr["X-Auth-Request-Preferred-Username"] = []string{st.PreferredUsername}
+	}
+	if cfg.Groups && len(st.Groups) > 0 {
+		hdr["X-Auth-Request-Groups"] = []string{strings.Join(st.Groups, ",")}
+	}
+	if cfg.AccessToken && st.AccessToken != "" {
+		hdr["X-Auth-Request-Access-Token"] = []string{st.AccessToken}
+	}
+	if cfg.Authorization && st.AccessToken != "" {
+		hdr["Authorization"] = []string{"Bearer " + st.AccessToken}
+	}
+}
+
+// validOriginalURL accepts what nginx sends ($scheme://$http_host$request_uri)
+// and plain request URIs; anything else is a broken or forged header.
+func validOriginalURL(raw string) bool {
+	if len(raw) > 8192 {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] < 0x21 || raw[i] == 0x7f {
+			return false
+		}
+	}
+	if raw[0] == '/' {
+		_, err := url.ParseRequestURI(raw)
+		return err == nil
+	}
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+func sessionErrReason(err error) string {
+	switch {
+	case errors.Is(err, session.ErrNoSession):
+		return "no session cookie"
+	case errors.Is(err, session.ErrExpired):
+		return "session expired"
+	default:
+		return "invalid session cookie"
+	}
+}

@@ -1,0 +1,249 @@
+package handlers
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/provider"
+	"github.com/extauth/extauth/pkg/provider/providertest"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// clock is the test's one clock, shared by extauth and the fake provider.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// testEnv is extauth's router wired to a fake provider.
+type testEnv struct {
+	t        testing.TB
+	cfg      *config.Config
+	idp      *providertest.Provider
+	provider *provider.Provider
+	router   *gin.Engine
+	clock    *clock
+	metrics  *metrics.Metrics
+	reg      *prometheus.Registry
+	sessions *session.Store
+	logs     *syncBuffer
+}
+
+// syncBuffer collects log output for assertions.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const testHost = "app.example.com"
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+// newTestEnv builds a router with a default config; update may change it
+// before the parts are built. The provider is discovered unless
+// update turns the fake provider off with a fault first.
+func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providertest.Option) *testEnv {
+	t.Helper()
+	clk := &clock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	idp := providertest.New(t, append([]providertest.Option{providertest.WithClock(clk.Now)}, idpOpts...)...)
+
+	cfg := config.Default()
+	cfg.OIDC.IssuerURL = idp.Issuer
+	cfg.OIDC.ClientID = idp.ClientID
+	cfg.OIDC.ClientSecret = idp.ClientSecret
+	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+	cfg.Authorization.RedirectDomains = []string{".example.com"}
+	if update != nil {
+		update(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, "test")
+	p, err := provider.New(provider.Config{
+		IssuerURL: cfg.OIDC.IssuerURL, ClientID: cfg.OIDC.ClientID, ClientSecret: cfg.OIDC.ClientSecret,
+		Scopes: cfg.OIDC.Scopes, PKCE: cfg.OIDC.PKCE, BearerAudiences: cfg.Authorization.BearerAudiences,
+	}, clk.Now, log, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := session.Options{Name: cfg.Session.CookieName, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
+	sessions := session.NewStore(codec, opts, clk.Now)
+	router, err := NewRouter(Deps{
+		Config: cfg, Provider: p, Sessions: sessions, Flows: session.NewFlowStore(codec, opts, clk.Now),
+		Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{t: t, cfg: cfg, idp: idp, provider: p, router: router, clock: clk, metrics: m, reg: reg, sessions: sessions, logs: logs}
+}
+
+// discover loads the fake provider's discovery document.
+func (e *testEnv) discover() *testEnv {
+	e.t.Helper()
+	if err := e.provider.Discover(e.t.Context()); err != nil {
+		e.t.Fatalf("discover: %v", err)
+	}
+	return e
+}
+
+// do serves one request through the router.
+func (e *testEnv) do(method, target string, cookies []*http.Cookie, header http.Header) *httptest.ResponseRecorder {
+	e.t.Helper()
+	req := httptest.NewRequest(method, target, nil)
+	req.Host = testHost
+	req.RemoteAddr = "10.1.2.3:4567"
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	e.router.ServeHTTP(rec, req)
+	return rec
+}
+
+// jar keeps the cookies a browser would keep across responses.
+type jar map[string]*http.Cookie
+
+func (j jar) update(rec *httptest.ResponseRecorder) {
+	for _, c := range rec.Result().Cookies() {
+		if c.MaxAge < 0 || c.Value == "" {
+			delete(j, c.Name)
+		} else {
+			j[c.Name] = c
+		}
+	}
+}
+
+func (j jar) list() []*http.Cookie {
+	var out []*http.Cookie
+	for _, c := range j {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (j jar) without(names ...string) []*http.Cookie {
+	var out []*http.Cookie
+	for _, c := range j {
+		skip := false
+		for _, n := range names {
+			skip = skip || c.Name == n
+		}
+		if !skip {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// startSignIn GETs /oauth2/start and returns the provider URL it redirects to.
+func (e *testEnv) startSignIn(j jar, rd string) *url.URL {
+	e.t.Helper()
+	target := "/oauth2/start"
+	if rd != "" {
+		target += "?rd=" + url.QueryEscape(rd)
+	}
+	rec := e.do(http.MethodGet, target, j.list(), nil)
+	if rec.Code != http.StatusFound {
+		e.t.Fatalf("start: status %d: %s", rec.Code, rec.Body.String())
+	}
+	j.update(rec)
+	loc, err := url.Parse(rec.Header().Get("Location"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return loc
+}
+
+// callback sends the provider's redirect back to extauth.
+func (e *testEnv) callback(j jar, cb *url.URL) *httptest.ResponseRecorder {
+	e.t.Helper()
+	rec := e.do(http.MethodGet, cb.RequestURI(), j.list(), nil)
+	j.update(rec)
+	return rec
+}
+
+// signIn walks the whole sign-in and returns the browser's cookies.
+func (e *testEnv) signIn(rd string) jar {
+	e.t.Helper()
+	j := jar{}
+	authURL := e.startSignIn(j, rd)
+	cb := e.idp.Login(e.t, e.t.Context(), authURL.String())
+	rec := e.callback(j, cb)
+	if rec.Code != http.StatusFound {
+		e.t.Fatalf("callback: status %d: %s", rec.Code, rec.Body.String())
+	}
+	return j
+}
+
+// check asks /oauth2/auth as nginx does.
+func (e *testEnv) check(cookies []*http.Cookie, query string, header http.Header) *httptest.ResponseRecorder {
+	e.t.Helper()
+	h := http.Header{
+		"X-Original-Url":    {"https://" + testHost + "/app/page?x=1"},
+		"X-Original-Method": {"GET"},
+	}
+	for k, v := range header {
+		h[k] = v
+	}
+	target := "/oauth2/auth"
+	if query != "" {
+		target += "?" + query
+	}
+	return e.do(http.MethodGet, target, cookies, h)
+}
+
+func readAll(r io.Reader) string {
+	b, _ := io.ReadAll(r)
+	return strings.TrimSpace(string(b))
+}

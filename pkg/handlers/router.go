@@ -1,0 +1,261 @@
+// Package handlers serves extauth's HTTP endpoints. router.go is the one
+// place routes are mounted; each endpoint has a file of its own.
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/provider"
+	"github.com/extauth/extauth/pkg/redirect"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// Deps are what the handlers need; main builds them.
+type Deps struct {
+	Config   *config.Config
+	Provider *provider.Provider
+	Sessions *session.Store
+	Flows    *session.FlowStore
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	// Now is the clock of every expiry decision (default time.Now).
+	Now func() time.Time
+	// Rand supplies state, nonce and PKCE verifiers (default crypto/rand).
+	Rand io.Reader
+}
+
+type handler struct {
+	Deps
+	redirects *redirect.Validator
+	rules     policy.Rules
+	prefix    string
+}
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// NewRouter mounts every endpoint of the main listener.
+func NewRouter(d Deps) (*gin.Engine, error) {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Rand == nil {
+		d.Rand = rand.Reader
+	}
+	v, err := redirect.New(d.Config.Authorization.RedirectDomains)
+	if err != nil {
+		return nil, fmt.Errorf("authorization.redirectDomains: %w", err)
+	}
+	h := &handler{
+		Deps:      d,
+		redirects: v,
+		prefix:    d.Config.Server.PathPrefix,
+		rules: policy.Rules{
+			EmailDomains: d.Config.Authorization.EmailDomains,
+			Emails:       d.Config.Authorization.Emails,
+			Groups:       d.Config.Authorization.Groups,
+		},
+	}
+
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.Use(h.logRequests, h.recoverPanics)
+	r.NoRoute(func(c *gin.Context) { h.errorPage(c, http.StatusNotFound, "Not found.") })
+	r.NoMethod(func(c *gin.Context) { h.errorPage(c, http.StatusMethodNotAllowed, "Method not allowed.") })
+
+	g := r.Group(h.prefix)
+	g.GET("/auth", h.check)
+	g.HEAD("/auth", h.check)
+	g.GET("/start", h.start)
+	g.GET("/callback", h.callback)
+	g.GET("/userinfo", h.userinfo)
+
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.readyz)
+	return r, nil
+}
+
+// reqLog collects what the request's log line says beyond the basics.
+type reqLog struct {
+	result string
+	sub    string
+	reason string
+}
+
+const reqLogKey = "extauth.reqlog"
+
+func logOf(c *gin.Context) *reqLog {
+	if v, ok := c.Get(reqLogKey); ok {
+		return v.(*reqLog)
+	}
+	return &reqLog{}
+}
+
+// logRequests writes one line per request: request_id (nginx's X-Request-ID
+// when sane, else a new one), route pattern, method, status, duration, and
+// what the handler decided. Never a token, code, cookie or secret.
+func (h *handler) logRequests(c *gin.Context) {
+	start := time.Now()
+	rl := &reqLog{}
+	c.Set(reqLogKey, rl)
+	c.Next()
+	status := c.Writer.Status()
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	if !h.Log.Enabled(c.Request.Context(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", requestID(c.Request, h.Rand)),
+		slog.String("route", route),
+		slog.String("method", c.Request.Method),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if rl.result != "" {
+		attrs = append(attrs, slog.String("result", rl.result))
+	}
+	if rl.sub != "" {
+		attrs = append(attrs, slog.String("sub", rl.sub))
+	}
+	if rl.reason != "" {
+		attrs = append(attrs, slog.String("reason", rl.reason))
+	}
+	h.Log.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// recoverPanics turns a panic into a logged 500 instead of a dropped
+// connection; on the check path a 500 still fails closed.
+func (h *handler) recoverPanics(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			h.Log.Error("panic serving request", "route", c.FullPath(), "panic", fmt.Sprint(v))
+			logOf(c).reason = "panic"
+			c.AbortWithStatus(http.StatusInternalServerError)
+		}
+	}()
+	c.Next()
+}
+
+// requestID is nginx's X-Request-ID when it looks like one, else a new ID:
+// the header is client-controlled on some paths and ends up in logs.
+func requestID(r *http.Request, rnd io.Reader) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 128 && isToken(id) {
+		return id
+	}
+	var b [8]byte
+	_, _ = io.ReadFull(rnd, b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// trustedPeer reports whether the direct peer is in server.trustedProxies,
+// the only peers whose X-Forwarded-* headers are believed.
+func (h *handler) trustedPeer(r *http.Request) bool {
+	prefixes := h.Config.Server.TrustedPrefixes
+	if len(prefixes) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr := ap.Addr().Unmap()
+	for _, p := range prefixes {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// requestHost is the host the browser used: X-Forwarded-Host from a trusted
+// proxy, else Host.
+func (h *handler) requestHost(r *http.Request) string {
+	if h.trustedPeer(r) {
+		if fh := r.Header.Get("X-Forwarded-Host"); fh != "" {
+			return fh
+		}
+	}
+	return r.Host
+}
+
+// requestScheme is http or https as the browser used it.
+func (h *handler) requestScheme(r *http.Request) string {
+	if h.trustedPeer(r) {
+		switch r.Header.Get("X-Forwarded-Proto") {
+		case "https":
+			return "https"
+		case "http":
+			return "http"
+		}
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// redirectURL is oidc.redirectURL, or the callback on the host the browser used.
+func (h *handler) redirectURL(r *http.Request) string {
+	if u := h.Config.OIDC.RedirectURL; u != "" {
+		return u
+	}
+	return h.requestScheme(r) + "://" + h.requestHost(r) + h.prefix + "/callback"
+}
+
+var errorTemplate = template.Must(template.New("error").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 4em auto; padding: 0 1em">
+<h1>{{.Title}}</h1>
+<p>{{.Message}}</p>
+{{if .Retry}}<p><a href="{{.Retry}}">Sign in again</a></p>{{end}}
+</body></html>
+`))
+
+// errorPage answers a browser with a short HTML page that names the
+// problem; it never echoes request input.
+func (h *handler) errorPage(c *gin.Context, status int, message string) {
+	h.errorPageRetry(c, status, message, "")
+}
+
+func (h *handler) errorPageRetry(c *gin.Context, status int, message, retry string) {
+	c.Header("Cache-Control", "no-store")
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Status(status)
+	_ = errorTemplate.Execute(c.Writer, struct{ Title, Message, Retry string }{http.StatusText(status), message, retry})
+	c.Abort()
+}

@@ -1,0 +1,79 @@
+package handlers
+
+import (
+	"encoding/base64"
+	"io"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// start is /oauth2/start: it binds a new sign-in to this browser with the
+// flow cookie and sends the browser to the provider.
+func (h *handler) start(c *gin.Context) {
+	rl := logOf(c)
+	if !h.Provider.Ready() {
+		rl.reason = "provider not ready"
+		h.errorPage(c, http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment.")
+		return
+	}
+	returnURL, ok := h.returnURL(c.Request)
+	result := metrics.SigninRedirected
+	if !ok {
+		result = metrics.SigninInvalidRedirect
+		rl.reason = "return URL rejected, using /"
+	}
+
+	flow := session.Flow{ReturnURL: returnURL, Expires: h.Now().Add(session.FlowTTL)}
+	var err error
+	if flow.State, err = h.random(32); err == nil {
+		if flow.Nonce, err = h.random(32); err == nil && h.Provider.PKCE() {
+			// 32 random bytes, base64url: a 43-character verifier (RFC 7636 §4.1).
+			flow.Verifier, err = h.random(32)
+		}
+	}
+	if err != nil {
+		rl.reason = "random source failed"
+		h.errorPage(c, http.StatusInternalServerError, "Could not start the sign-in.")
+		return
+	}
+	authURL, err := h.Provider.AuthCodeURL(h.redirectURL(c.Request), flow.State, flow.Nonce, flow.Verifier)
+	if err != nil {
+		rl.reason = "provider not ready"
+		h.errorPage(c, http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment.")
+		return
+	}
+	if err := h.Flows.Add(c.Writer, h.Flows.Load(c.Request), flow); err != nil {
+		rl.reason = "flow cookie: " + err.Error()
+		h.errorPage(c, http.StatusInternalServerError, "Could not start the sign-in.")
+		return
+	}
+	rl.result = result
+	h.Metrics.Signins.WithLabelValues(result).Inc()
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusFound, authURL)
+}
+
+// returnURL is rd, else X-Auth-Request-Redirect (ingress-nginx sends it),
+// else "/"; a value that fails the return-URL rules becomes "/" and false.
+func (h *handler) returnURL(r *http.Request) (string, bool) {
+	raw := r.URL.Query().Get("rd")
+	if raw == "" {
+		raw = r.Header.Get("X-Auth-Request-Redirect")
+	}
+	if raw == "" {
+		return "/", true
+	}
+	return h.redirects.Sanitize(raw, h.requestHost(r))
+}
+
+func (h *handler) random(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(h.Rand, b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

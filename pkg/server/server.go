@@ -1,0 +1,159 @@
+// Package server assembles extauth from its configuration: the provider,
+// the session stores, the router, the metrics listener, and their lifecycle.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/handlers"
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/provider"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// Server is a configured extauth, ready to Run.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	provider *provider.Provider
+	main     *http.Server
+	metrics  *http.Server
+}
+
+// New builds every part from cfg; it does no network I/O.
+func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, version)
+	now := time.Now
+
+	p, err := provider.New(provider.Config{
+		IssuerURL:       cfg.OIDC.IssuerURL,
+		ClientID:        cfg.OIDC.ClientID,
+		ClientSecret:    cfg.OIDC.ClientSecret,
+		Scopes:          cfg.OIDC.Scopes,
+		PKCE:            cfg.OIDC.PKCE,
+		ExtraAuthParams: cfg.OIDC.ExtraAuthParams,
+		RevocationURL:   cfg.OIDC.RevocationURL,
+		EndSessionURL:   cfg.OIDC.EndSessionURL,
+		CAPEM:           cfg.OIDC.CAPEM,
+		BearerAudiences: cfg.Authorization.BearerAudiences,
+	}, now, log, m)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("session.secrets: %w", err)
+	}
+	opts := CookieOptions(cfg)
+	router, err := handlers.NewRouter(handlers.Deps{
+		Config:   cfg,
+		Provider: p,
+		Sessions: session.NewStore(codec, opts, now),
+		Flows:    session.NewFlowStore(codec, opts, now),
+		Metrics:  m,
+		Log:      log,
+		Now:      now,
+		Rand:     rand.Reader,
+	})
+	if err != nil {
+		return nil, err
+	}
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return &Server{
+		cfg:      cfg,
+		log:      log,
+		provider: p,
+		main:     newHTTPServer(cfg.Server.Address, router, log),
+		metrics:  newHTTPServer(cfg.Server.MetricsAddress, metricsMux, log),
+	}, nil
+}
+
+// CookieOptions are the session cookie attributes from session.*.
+func CookieOptions(cfg *config.Config) session.Options {
+	sameSite := map[string]http.SameSite{
+		"lax": http.SameSiteLaxMode, "strict": http.SameSiteStrictMode, "none": http.SameSiteNoneMode,
+	}[strings.ToLower(cfg.Session.CookieSameSite)]
+	return session.Options{
+		Name:     cfg.Session.CookieName,
+		Domain:   cfg.Session.CookieDomain,
+		Path:     cfg.Session.CookiePath,
+		Secure:   cfg.Session.CookieSecure,
+		SameSite: sameSite,
+	}
+}
+
+func newHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		// nginx forwards the browser's headers, cookies included: room for
+		// split sessions, with a bound.
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// Run listens on both addresses, discovers the provider in the background,
+// and on ctx's end shuts down within server.shutdownTimeout, letting
+// requests in flight finish.
+func (s *Server) Run(ctx context.Context) error {
+	mainLn, err := net.Listen("tcp", s.cfg.Server.Address)
+	if err != nil {
+		return fmt.Errorf("server.address: %w", err)
+	}
+	metricsLn, err := net.Listen("tcp", s.cfg.Server.MetricsAddress)
+	if err != nil {
+		mainLn.Close()
+		return fmt.Errorf("server.metricsAddress: %w", err)
+	}
+	return s.Serve(ctx, mainLn, metricsLn)
+}
+
+// Serve is Run on listeners the caller opened.
+func (s *Server) Serve(ctx context.Context, mainLn, metricsLn net.Listener) error {
+	discoverCtx, stopDiscovery := context.WithCancel(ctx)
+	defer stopDiscovery()
+	go s.provider.Run(discoverCtx)
+
+	errc := make(chan error, 2)
+	for _, srv := range []struct {
+		s  *http.Server
+		ln net.Listener
+	}{{s.main, mainLn}, {s.metrics, metricsLn}} {
+		go func() {
+			if err := srv.s.Serve(srv.ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	s.log.Info("extauth listening", "address", mainLn.Addr().String(), "metrics_address", metricsLn.Addr().String())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.log.Info("shutting down", "timeout", s.cfg.Server.ShutdownTimeout.Duration.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout.Duration)
+	defer cancel()
+	err := errors.Join(serveErr, s.main.Shutdown(shutdownCtx), s.metrics.Shutdown(shutdownCtx))
+	return err
+}
