@@ -27,8 +27,7 @@ type callbackError struct {
 // applies the policy, writes the session and returns the browser to where
 // it was going. Every failure is a 4xx page (5xx only when the provider
 // cannot be reached), a labelled metric, and no session.
-func (h *handler) callback(c *gin.Context) {
-	rl := logOf(c)
+func (h *handler) callback(c *gin.Context, rl *reqLog) {
 	st, returnURL, cerr := h.completeSignIn(c)
 	if cerr != nil {
 		rl.result, rl.reason = cerr.result, cerr.reason
@@ -132,15 +131,17 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 		ExpiresAt:    now.Add(h.Config.Session.MaxAge.Duration),
 	}
 	keep := h.Config.Session.StoreTokens
+	var kept session.Tokens
 	if keep.AccessToken {
-		st.AccessToken = tokens.AccessToken
+		kept.AccessToken = tokens.AccessToken
 	}
 	if keep.IDToken {
-		st.IDToken = tokens.IDToken
+		kept.IDToken = tokens.IDToken
 	}
 	if keep.RefreshToken {
-		st.RefreshToken = tokens.RefreshToken
+		kept.RefreshToken = tokens.RefreshToken
 	}
+	st.SetTokens(kept)
 	return st, flow.ReturnURL, nil
 }
 

@@ -22,9 +22,8 @@ var noStore = []string{"no-store"}
 // signed in but not allowed. Nothing else: ingress-nginx turns any other
 // status into a 500, and with auth-keepalive accepts only 200. Never a
 // redirect, never a body.
-func (h *handler) check(c *gin.Context) {
+func (h *handler) check(c *gin.Context, rl *reqLog) {
 	start := time.Now()
-	rl := logOf(c)
 	c.Writer.Header()["Cache-Control"] = noStore
 	result, status := h.decide(c, rl)
 	rl.result = result
@@ -88,23 +87,33 @@ func (h *handler) allow(c *gin.Context, rl *reqLog, st *session.State) (string, 
 // identityHeaders sets the X-Auth-Request-* headers nginx copies upstream.
 func (h *handler) identityHeaders(hdr http.Header, st *session.State) {
 	cfg := h.Config.Headers
+	// One backing array for every header value: this runs on every check.
+	vals := make([]string, 0, 6)
+	set := func(name, value string) {
+		vals = append(vals, value)
+		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if cfg.User && st.User != "" {
-		hdr["X-Auth-Request-User"] = []string{st.User}
+		set("X-Auth-Request-User", st.User)
 	}
 	if cfg.Email && st.Email != "" {
-		hdr["X-Auth-Request-Email"] = []string{st.Email}
+		set("X-Auth-Request-Email", st.Email)
 	}
 	if cfg.PreferredUsername && st.PreferredUsername != "" {
-		hdr["X-Auth-Request-Preferred-Username"] = []string{st.PreferredUsername}
+		set("X-Auth-Request-Preferred-Username", st.PreferredUsername)
 	}
 	if cfg.Groups && len(st.Groups) > 0 {
-		hdr["X-Auth-Request-Groups"] = []string{strings.Join(st.Groups, ",")}
+		set("X-Auth-Request-Groups", strings.Join(st.Groups, ","))
 	}
-	if cfg.AccessToken && st.AccessToken != "" {
-		hdr["X-Auth-Request-Access-Token"] = []string{st.AccessToken}
-	}
-	if cfg.Authorization && st.AccessToken != "" {
-		hdr["Authorization"] = []string{"Bearer " + st.AccessToken}
+	if cfg.AccessToken || cfg.Authorization {
+		if at := st.Tokens().AccessToken; at != "" {
+			if cfg.AccessToken {
+				set("X-Auth-Request-Access-Token", at)
+			}
+			if cfg.Authorization {
+				set("Authorization", "Bearer "+at)
+			}
+		}
 	}
 }
 

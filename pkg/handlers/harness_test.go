@@ -247,3 +247,9 @@ func readAll(r io.Reader) string {
 	b, _ := io.ReadAll(r)
 	return strings.TrimSpace(string(b))
 }
+
+type ginEngine = gin.Engine
+
+func discardLogger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}

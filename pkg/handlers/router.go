@@ -72,19 +72,18 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.Use(h.logRequests, h.recoverPanics)
-	r.NoRoute(func(c *gin.Context) { h.errorPage(c, http.StatusNotFound, "Not found.") })
-	r.NoMethod(func(c *gin.Context) { h.errorPage(c, http.StatusMethodNotAllowed, "Method not allowed.") })
+	r.NoRoute(h.wrap(func(c *gin.Context, _ *reqLog) { h.errorPage(c, http.StatusNotFound, "Not found.") }))
+	r.NoMethod(h.wrap(func(c *gin.Context, _ *reqLog) { h.errorPage(c, http.StatusMethodNotAllowed, "Method not allowed.") }))
 
 	g := r.Group(h.prefix)
-	g.GET("/auth", h.check)
-	g.HEAD("/auth", h.check)
-	g.GET("/start", h.start)
-	g.GET("/callback", h.callback)
-	g.GET("/userinfo", h.userinfo)
+	g.GET("/auth", h.wrap(h.check))
+	g.HEAD("/auth", h.wrap(h.check))
+	g.GET("/start", h.wrap(h.start))
+	g.GET("/callback", h.wrap(h.callback))
+	g.GET("/userinfo", h.wrap(h.userinfo))
 
-	r.GET("/healthz", h.healthz)
-	r.GET("/readyz", h.readyz)
+	r.GET("/healthz", h.wrap(h.healthz))
+	r.GET("/readyz", h.wrap(h.readyz))
 	return r, nil
 }
 
@@ -95,23 +94,26 @@ type reqLog struct {
 	reason string
 }
 
-const reqLogKey = "extauth.reqlog"
+// handlerFunc is an endpoint; it notes what it decided in the request's log line.
+type handlerFunc func(c *gin.Context, rl *reqLog)
 
-func logOf(c *gin.Context) *reqLog {
-	if v, ok := c.Get(reqLogKey); ok {
-		return v.(*reqLog)
+// wrap gives an endpoint its log line and panic recovery. (A wrapper rather
+// than gin middleware: it hands the log fields over without gin's per-request
+// map, which the check would otherwise allocate on every request.)
+func (h *handler) wrap(next handlerFunc) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		var rl reqLog
+		defer h.logRequest(c, &rl, start)
+		defer h.recoverPanic(c, &rl)
+		next(c, &rl)
 	}
-	return &reqLog{}
 }
 
-// logRequests writes one line per request: request_id (nginx's X-Request-ID
+// logRequest writes one line per request: request_id (nginx's X-Request-ID
 // when sane, else a new one), route pattern, method, status, duration, and
 // what the handler decided. Never a token, code, cookie or secret.
-func (h *handler) logRequests(c *gin.Context) {
-	start := time.Now()
-	rl := &reqLog{}
-	c.Set(reqLogKey, rl)
-	c.Next()
+func (h *handler) logRequest(c *gin.Context, rl *reqLog, start time.Time) {
 	status := c.Writer.Status()
 	level := slog.LevelInfo
 	if status >= 500 {
@@ -143,20 +145,17 @@ func (h *handler) logRequests(c *gin.Context) {
 	h.Log.LogAttrs(context.Background(), level, "request", attrs...)
 }
 
-// recoverPanics turns a panic into a logged 500 instead of a dropped
+// recoverPanic turns a panic into a logged 500 instead of a dropped
 // connection; on the check path a 500 still fails closed.
-func (h *handler) recoverPanics(c *gin.Context) {
-	defer func() {
-		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
-				panic(v)
-			}
-			h.Log.Error("panic serving request", "route", c.FullPath(), "panic", fmt.Sprint(v))
-			logOf(c).reason = "panic"
-			c.AbortWithStatus(http.StatusInternalServerError)
+func (h *handler) recoverPanic(c *gin.Context, rl *reqLog) {
+	if v := recover(); v != nil {
+		if v == http.ErrAbortHandler {
+			panic(v)
 		}
-	}()
-	c.Next()
+		h.Log.Error("panic serving request", "route", c.FullPath(), "panic", fmt.Sprint(v))
+		rl.reason = "panic"
+		c.AbortWithStatus(http.StatusInternalServerError)
+	}
 }
 
 // requestID is nginx's X-Request-ID when it looks like one, else a new ID:

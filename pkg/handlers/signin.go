@@ -13,8 +13,7 @@ import (
 
 // start is /oauth2/start: it binds a new sign-in to this browser with the
 // flow cookie and sends the browser to the provider.
-func (h *handler) start(c *gin.Context) {
-	rl := logOf(c)
+func (h *handler) start(c *gin.Context, rl *reqLog) {
 	if !h.Provider.Ready() {
 		rl.reason = "provider not ready"
 		h.errorPage(c, http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment.")

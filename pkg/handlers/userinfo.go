@@ -15,15 +15,15 @@ type userinfoResponse struct {
 }
 
 // userinfo is /oauth2/userinfo: the session's identity as JSON, or 401.
-func (h *handler) userinfo(c *gin.Context) {
+func (h *handler) userinfo(c *gin.Context, rl *reqLog) {
 	c.Header("Cache-Control", "no-store")
 	st, err := h.Sessions.Load(c.Request)
 	if err != nil {
-		logOf(c).reason = sessionErrReason(err)
+		rl.reason = sessionErrReason(err)
 		c.JSON(http.StatusUnauthorized, gin.H{"error": "unauthenticated"})
 		return
 	}
-	logOf(c).sub = st.Subject
+	rl.sub = st.Subject
 	groups := st.Groups
 	if groups == nil {
 		groups = []string{}

@@ -105,7 +105,13 @@ func (c *Codec) Decode(name, value string, dst any) error {
 	if err != nil {
 		return err
 	}
-	if err := u.UnmarshalBinary(plain); err != nil {
+	// Open's result is a fresh buffer nobody else holds: a State may keep it.
+	if st, ok := dst.(*State); ok {
+		err = st.unmarshalOwned(plain)
+	} else {
+		err = u.UnmarshalBinary(plain)
+	}
+	if err != nil {
 		return ErrInvalid
 	}
 	return nil

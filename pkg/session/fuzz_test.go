@@ -13,7 +13,7 @@ func FuzzCookie(f *testing.F) {
 	now := t0
 	store := newTestStore(f, &now)
 	rec := httptest.NewRecorder()
-	st := &State{Subject: "s", User: "s", Email: "a@b.c", Groups: []string{"g"}, AccessToken: "a.b.c", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
+	st := &State{Subject: "s", User: "s", Email: "a@b.c", Groups: []string{"g"}, tokens: Tokens{AccessToken: "a.b.c"}, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}
 	if _, err := store.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), st); err != nil {
 		f.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func FuzzCookie(f *testing.F) {
 func FuzzStateDecode(f *testing.F) {
 	for _, st := range []State{
 		{},
-		{Subject: "s", Groups: []string{"a", "b"}, AccessToken: "eyJh.eyJi.c2ln", RefreshToken: "opaque", CreatedAt: t0, ExpiresAt: t0},
+		{Subject: "s", Groups: []string{"a", "b"}, tokens: Tokens{AccessToken: "eyJh.eyJi.c2ln", RefreshToken: "opaque"}, CreatedAt: t0, ExpiresAt: t0},
 	} {
 		b, _ := st.MarshalBinary()
 		f.Add(b)

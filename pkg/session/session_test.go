@@ -54,7 +54,7 @@ func stateFromTokenSet(t testing.TB, name string) *State {
 	return &State{
 		Subject: claims.Sub, User: claims.Sub, Email: claims.Email,
 		PreferredUsername: claims.PreferredUsername, Groups: claims.Groups, SID: claims.SID,
-		AccessToken: ts.AccessToken, IDToken: ts.IDToken, RefreshToken: ts.RefreshToken,
+		tokens:       Tokens{AccessToken: ts.AccessToken, IDToken: ts.IDToken, RefreshToken: ts.RefreshToken},
 		AccessExpiry: t0.Add(time.Duration(ts.ExpiresIn) * time.Second),
 		CreatedAt:    t0, ExpiresAt: t0.Add(168 * time.Hour),
 	}
@@ -79,8 +79,9 @@ func TestStateRoundTrip(t *testing.T) {
 		{"empty", State{}},
 		{"claims only", State{Subject: "u1", User: "u1", Email: "a@b.c", Groups: []string{"x", "y"}, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}},
 		{"user differs from sub", State{Subject: "u1", User: "alice", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}},
-		{"opaque tokens", State{Subject: "s", User: "s", AccessToken: "opaque==", RefreshToken: "r.t", IDToken: "a.b.c.d"}},
-		{"not canonical base64 stays verbatim", State{Subject: "s", User: "s", AccessToken: "eyJ.eyJ.abd", IDToken: "a\n.b.c"}},
+		{"opaque tokens", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "opaque==", RefreshToken: "r.t", IDToken: "a.b.c.d"}}},
+		{"not canonical base64 stays verbatim", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "eyJ.eyJ.abd", IDToken: "a\n.b.c"}}},
+		{"compact JWTs", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "eyJh.eyJi.c2ln", IDToken: "YQ.Yg.Yw", RefreshToken: "x"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,10 +104,11 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
+// equalState compares every field, tokens included (decoding them if needed).
 func equalState(a, b *State) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
-	return bytes.Equal(ja, jb)
+	return bytes.Equal(ja, jb) && a.Tokens() == b.Tokens()
 }
 
 // TestTokenSetSizes is the size contract: Okta and Keycloak sessions with all
@@ -136,7 +138,8 @@ func TestTokenSetSizes(t *testing.T) {
 				}
 				cookieBytes += len(c.Name) + 1 + len(c.Value)
 			}
-			tokens := len(st.AccessToken) + len(st.IDToken) + len(st.RefreshToken)
+			tok := st.Tokens()
+			tokens := len(tok.AccessToken) + len(tok.IDToken) + len(tok.RefreshToken)
 			t.Logf("%-8s tokens %5d B -> encoded %5d B in %d cookie(s), %d B of name=value, Set-Cookie lines %v B",
 				tc.name, tokens, n, len(headers), cookieBytes, lineLens(headers))
 			if tc.wantParts > 0 && len(headers) != tc.wantParts {

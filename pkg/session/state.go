@@ -7,11 +7,13 @@
 package session
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // State is what a signed-in browser carries: the claims the check needs, the
@@ -24,9 +26,12 @@ type State struct {
 	Groups            []string // groups (or oidc.claims.groups)
 	SID               string   // the provider's session ID, for back-channel logout
 
-	AccessToken  string
-	IDToken      string
-	RefreshToken string
+	// tokens are the provider's tokens; rawTokens their encoded form while
+	// nobody has asked for them. The check never needs the tokens, so Load
+	// leaves them encoded: re-encoding three JWTs as base64 would be a good
+	// part of a check's cost.
+	tokens    Tokens
+	rawTokens []byte
 
 	// AccessExpiry is when the access token expires by our clock; zero when the
 	// provider did not say.
@@ -37,6 +42,29 @@ type State struct {
 	// ExpiresAt is the absolute end of the session (sign-in + session.maxAge),
 	// checked with our clock: the cookie's own expiry is only a hint to the browser.
 	ExpiresAt time.Time
+}
+
+// Tokens are the provider's tokens a session keeps (per session.storeTokens).
+type Tokens struct {
+	AccessToken  string
+	IDToken      string
+	RefreshToken string
+}
+
+// Tokens returns the session's tokens, decoding them on first use. A State
+// belongs to one request: this is not safe for concurrent use.
+func (s *State) Tokens() Tokens {
+	if s.rawTokens != nil {
+		d := decoder{b: s.rawTokens}
+		s.tokens.AccessToken, s.tokens.IDToken, s.tokens.RefreshToken = d.tokens()
+		s.rawTokens = nil
+	}
+	return s.tokens
+}
+
+// SetTokens replaces the session's tokens.
+func (s *State) SetTokens(t Tokens) {
+	s.tokens, s.rawTokens = t, nil
 }
 
 // Expired reports whether the session's absolute lifetime is over at now.
@@ -84,15 +112,26 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	for _, g := range s.Groups {
 		b = appendString(b, g)
 	}
-	b = appendToken(b, s.AccessToken)
-	b = appendToken(b, s.IDToken)
-	b = appendToken(b, s.RefreshToken)
+	if s.rawTokens != nil {
+		// Never decoded: write back the bytes as they came.
+		return append(b, s.rawTokens...), nil
+	}
+	b = appendToken(b, s.tokens.AccessToken)
+	b = appendToken(b, s.tokens.IDToken)
+	b = appendToken(b, s.tokens.RefreshToken)
 	return b, nil
 }
 
 // UnmarshalBinary decodes what MarshalBinary wrote. It never panics and
 // rejects trailing bytes.
 func (s *State) UnmarshalBinary(data []byte) error {
+	return s.unmarshalOwned(bytes.Clone(data))
+}
+
+// unmarshalOwned is UnmarshalBinary for a buffer the state may keep: its
+// strings point into data instead of copying each field, which keeps the
+// check to a handful of allocations. data must never change afterwards.
+func (s *State) unmarshalOwned(data []byte) error {
 	d := decoder{b: data}
 	if d.byte() != stateVersion {
 		return errCorrupt
@@ -120,12 +159,16 @@ func (s *State) UnmarshalBinary(data []byte) error {
 			s.Groups[i] = d.string()
 		}
 	}
-	s.AccessToken = d.token()
-	s.IDToken = d.token()
-	s.RefreshToken = d.token()
-	if d.err != nil || len(d.b) != 0 {
+	if d.err != nil {
 		return errCorrupt
 	}
+	// Check the token section's framing now, so a corrupt state fails here
+	// and not at first use; decoding its base64 waits for Tokens().
+	raw := d.b
+	if !d.skipTokens() || len(d.b) != 0 {
+		return errCorrupt
+	}
+	s.rawTokens = raw
 	return nil
 }
 
@@ -134,7 +177,7 @@ func (s *State) sizeHint() int {
 	for _, g := range s.Groups {
 		n += len(g) + 2
 	}
-	return n + len(s.AccessToken) + len(s.IDToken) + len(s.RefreshToken)
+	return n + len(s.tokens.AccessToken) + len(s.tokens.IDToken) + len(s.tokens.RefreshToken) + len(s.rawTokens)
 }
 
 func unixOrZero(t time.Time) int64 {
@@ -235,29 +278,75 @@ func (d *decoder) bytes() []byte {
 	return v
 }
 
-func (d *decoder) string() string { return string(d.bytes()) }
-
-func (d *decoder) token() string {
-	switch d.byte() {
-	case tokenAbsent:
-		return ""
-	case tokenOpaque:
-		return d.string()
-	case tokenCompact:
-		h, p, s := d.bytes(), d.bytes(), d.bytes()
-		if d.err != nil {
-			return ""
-		}
-		n := b64.EncodedLen(len(h)) + b64.EncodedLen(len(p)) + b64.EncodedLen(len(s)) + 2
-		out := make([]byte, 0, n)
-		out = b64.AppendEncode(out, h)
-		out = append(out, '.')
-		out = b64.AppendEncode(out, p)
-		out = append(out, '.')
-		out = b64.AppendEncode(out, s)
-		return string(out)
-	default:
-		d.fail()
+// string returns the next field as a string that shares the decoder's
+// buffer (see unmarshalOwned).
+func (d *decoder) string() string {
+	b := d.bytes()
+	if len(b) == 0 {
 		return ""
 	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// skipTokens walks over the three tokens' framing without decoding them.
+func (d *decoder) skipTokens() bool {
+	for range 3 {
+		switch d.byte() {
+		case tokenAbsent:
+		case tokenOpaque:
+			d.bytes()
+		case tokenCompact:
+			d.bytes()
+			d.bytes()
+			d.bytes()
+		default:
+			d.fail()
+		}
+	}
+	return d.err == nil
+}
+
+// tokens decodes the three tokens, re-encoding compact JWTs into one buffer
+// shared by the three strings.
+func (d *decoder) tokens() (access, id, refresh string) {
+	type raw struct {
+		kind    byte
+		opaque  string
+		h, p, s []byte
+	}
+	var ts [3]raw
+	size := 0
+	for i := range ts {
+		t := &ts[i]
+		switch t.kind = d.byte(); t.kind {
+		case tokenAbsent:
+		case tokenOpaque:
+			t.opaque = d.string()
+		case tokenCompact:
+			t.h, t.p, t.s = d.bytes(), d.bytes(), d.bytes()
+			size += b64.EncodedLen(len(t.h)) + b64.EncodedLen(len(t.p)) + b64.EncodedLen(len(t.s)) + 2
+		default:
+			d.fail()
+		}
+	}
+	if d.err != nil {
+		return "", "", ""
+	}
+	buf := make([]byte, 0, size)
+	var out [3]string
+	for i, t := range ts {
+		if t.kind != tokenCompact {
+			out[i] = t.opaque
+			continue
+		}
+		start := len(buf)
+		buf = b64.AppendEncode(buf, t.h)
+		buf = append(buf, '.')
+		buf = b64.AppendEncode(buf, t.p)
+		buf = append(buf, '.')
+		buf = b64.AppendEncode(buf, t.s)
+		// buf never grows past its capacity, so earlier strings stay valid.
+		out[i] = unsafe.String(&buf[start], len(buf)-start)
+	}
+	return out[0], out[1], out[2]
 }
