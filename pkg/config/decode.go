@@ -18,18 +18,19 @@ import (
 // keys the file leaves out keep them. It reports every unknown key and every
 // value of the wrong type, each by its YAML path, which json.Unmarshal cannot
 // do: it stops at the first error and names no key for custom types.
-func decodeYAML(data []byte, cfg *Config) error {
+//
+// A YAML syntax error stops decoding (fatal); unknown keys and values of the
+// wrong type are collected (keyErrs) while the rest is still decoded, so
+// that the caller can report them together with validation problems.
+func decodeYAML(data []byte, cfg *Config) (keyErrs []error, fatal error) {
 	raw, err := toGeneric(data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var d decoder
 	d.value("", raw, reflect.ValueOf(cfg).Elem())
-	if err := errors.Join(d.errs...); err != nil {
-		return err
-	}
 	applyEmailDomainsDefault(raw, cfg)
-	return nil
+	return d.errs, nil
 }
 
 // toGeneric turns YAML into the generic JSON values (map[string]any, []any,

@@ -28,12 +28,14 @@ func Load(path string) (*Config, error) {
 // error the Config is nil and the error lists every problem found.
 func Parse(data []byte) (*Config, error) {
 	cfg := Default()
-	if err := decodeYAML(data, cfg); err != nil {
+	keyErrs, err := decodeYAML(data, cfg)
+	if err != nil {
 		return nil, err
 	}
-	// Report problems with the files together with the validation ones;
-	// validate stays quiet about a secret whose file could not be read.
-	var p problems
+	// Report problems with keys and files together with the validation
+	// ones, so one run names every problem; validate stays quiet about a
+	// secret whose file could not be read.
+	p := problems(keyErrs)
 	cfg.readFiles(&p)
 	cfg.validate(&p)
 	if err := p.err(); err != nil {

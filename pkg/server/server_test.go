@@ -1,0 +1,103 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/provider/providertest"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServeLifecycle runs the real server on loopback: a provider that is
+// down at start-up gives /readyz 503 and /healthz 200 (no crash), readiness
+// follows once the provider answers, /metrics is on its own listener, and
+// cancelling the context shuts down cleanly.
+func TestServeLifecycle(t *testing.T) {
+	idp := providertest.New(t)
+	idp.SetFault(providertest.EndpointDiscovery, providertest.Fault503)
+
+	cfg := config.Default()
+	cfg.OIDC.IssuerURL = idp.Issuer
+	cfg.OIDC.ClientID = idp.ClientID
+	cfg.OIDC.ClientSecret = idp.ClientSecret
+	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+	cfg.Server.ShutdownTimeout = config.Duration{Duration: 5 * time.Second}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	metricsLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	base := "http://" + mainLn.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
+
+	// Wait until discovery has failed at least once.
+	for idp.Calls(providertest.EndpointDiscovery) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("readyz = %d while the provider is down", code)
+	}
+	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("healthz = %d while the provider is down", code)
+	}
+	if code, _ := get(t, base+"/oauth2/auth"); code != http.StatusUnauthorized {
+		t.Errorf("auth = %d while the provider is down, want 401", code)
+	}
+
+	idp.SetFault(providertest.EndpointDiscovery, providertest.FaultNone)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _ := get(t, base+"/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never became ready after the provider came up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	code, body := get(t, "http://"+metricsLn.Addr().String()+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, `extauth_build_info{goversion=`) || !strings.Contains(body, "extauth_auth_requests_total") {
+		t.Errorf("metrics: %d\n%.300s", code, body)
+	}
+	if code, _ := get(t, base+"/metrics"); code != http.StatusNotFound {
+		t.Errorf("/metrics is served on the main listener: %d", code)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no shutdown")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("still serving after shutdown")
+	}
+}
