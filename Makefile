@@ -25,9 +25,9 @@ unit:
 	@go test -count=1 -run 'TestTokenSetSizes' -v ./pkg/session | grep -E 'tokens .* cookie'
 
 fuzz:
-	go test -run '^$$' -fuzz '^FuzzCookie$$' -fuzztime $(FUZZTIME) ./pkg/session
-	go test -run '^$$' -fuzz '^FuzzStateDecode$$' -fuzztime $(FUZZTIME) ./pkg/session
-	go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./pkg/redirect
+	go test -run '^$$' -fuzz '^FuzzCookie$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./pkg/session
+	go test -run '^$$' -fuzz '^FuzzStateDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./pkg/session
+	go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./pkg/redirect
 
 ## lint: gofmt and go vet
 lint:
