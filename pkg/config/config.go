@@ -134,6 +134,11 @@ type Session struct {
 	// RefreshGrace: while the provider cannot be reached, a session keeps
 	// passing this long past its access token's expiry. Default 5m.
 	RefreshGrace Duration `json:"refreshGrace"`
+	// RefreshReuseWindow: after a refresh, checks that still carry the old
+	// cookie get the refreshed tokens for this long instead of redeeming
+	// the rotated refresh token again (which reuse-detecting providers
+	// punish by revoking the whole token family). Default 30s.
+	RefreshReuseWindow Duration `json:"refreshReuseWindow"`
 	// StoreTokens selects which provider tokens the session keeps.
 	StoreTokens StoreTokens `json:"storeTokens"`
 	// Secrets are base64 (standard or URL-safe, padding optional) keys of 32
@@ -259,16 +264,17 @@ func Default() *Config {
 			},
 		},
 		Session: Session{
-			CookieName:     "_extauth",
-			CookiePath:     "/",
-			CookieSecure:   true,
-			CookieSameSite: "lax",
-			MaxAge:         Duration{168 * time.Hour},
-			RefreshBefore:  Duration{60 * time.Second},
-			RefreshGrace:   Duration{5 * time.Minute},
-			StoreTokens:    StoreTokens{AccessToken: true, IDToken: true, RefreshToken: true},
-			Store:          StoreCookie,
-			Redis:          Redis{Address: "127.0.0.1:6379", KeyPrefix: "extauth:"},
+			CookieName:         "_extauth",
+			CookiePath:         "/",
+			CookieSecure:       true,
+			CookieSameSite:     "lax",
+			MaxAge:             Duration{168 * time.Hour},
+			RefreshBefore:      Duration{60 * time.Second},
+			RefreshGrace:       Duration{5 * time.Minute},
+			RefreshReuseWindow: Duration{30 * time.Second},
+			StoreTokens:        StoreTokens{AccessToken: true, IDToken: true, RefreshToken: true},
+			Store:              StoreCookie,
+			Redis:              Redis{Address: "127.0.0.1:6379", KeyPrefix: "extauth:"},
 		},
 		Authorization: Authorization{EmailDomains: []string{"*"}},
 		Headers:       Headers{User: true, Email: true, PreferredUsername: true, Groups: true},

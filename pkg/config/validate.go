@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MinSecretLen is the least number of bytes a session secret decodes to.
@@ -204,6 +205,9 @@ func (s *Session) validate(p *problems) {
 	}
 	if s.RefreshGrace.Duration < 0 {
 		p.add("session.refreshGrace", "must not be negative")
+	}
+	if s.RefreshReuseWindow.Duration < 0 || s.RefreshReuseWindow.Duration > maxReuseWindow {
+		p.add("session.refreshReuseWindow", "must be between 0 and 10m")
 	}
 	switch s.Store {
 	case StoreCookie:
@@ -403,3 +407,7 @@ func (l *Logging) validate(p *problems) {
 		p.add("logging.format", "must be json or text, got %q", l.Format)
 	}
 }
+
+// maxReuseWindow bounds session.refreshReuseWindow: a refreshed token set
+// is kept in memory that long.
+const maxReuseWindow = 10 * time.Minute

@@ -123,7 +123,13 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 
 	now := h.Now()
 	sid, _ := claims["sid"].(string)
+	sessionID, err := h.random(16)
+	if err != nil {
+		return nil, "", &callbackError{metrics.CallbackExchangeFailed, http.StatusInternalServerError,
+			"Could not create the session.", "random source failed"}
+	}
 	st := &session.State{
+		ID:      sessionID,
 		Subject: idTok.Subject, User: id.user, Email: id.email,
 		PreferredUsername: id.preferredUsername, Groups: id.groups, SID: sid,
 		AccessExpiry: tokens.Expiry,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
 	"github.com/extauth/extauth/pkg/session"
@@ -57,7 +58,34 @@ func (h *handler) decide(c *gin.Context, rl *reqLog) (string, int) {
 		rl.reason = sessionErrReason(err)
 		return metrics.AuthUnauthenticated, http.StatusUnauthorized
 	}
+	if h.ended(c, st) {
+		rl.sub, rl.reason = st.Subject, "session ended by logout"
+		h.Sessions.Clear(c.Writer, r)
+		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+	}
 	return h.allow(c, rl, st)
+}
+
+// ended reports whether a logout record covers the session: its provider
+// session (sid), its user (sub), or the session itself (a sign-out here).
+func (h *handler) ended(c *gin.Context, st *session.State) bool {
+	ctx := c.Request.Context()
+	for _, k := range [...]struct {
+		kind logout.Kind
+		key  string
+	}{{logout.Session, st.ID}, {logout.SID, st.SID}, {logout.Subject, st.Subject}} {
+		ended, err := h.Logouts.Ended(ctx, k.kind, k.key, st.CreatedAt)
+		if err != nil {
+			// The record cannot be read: let the cookie decide rather than
+			// sign everybody out; the error is logged once per check.
+			h.Log.Warn("logout record lookup failed", "error", err)
+			return false
+		}
+		if ended {
+			return true
+		}
+	}
+	return false
 }
 
 // allow applies the policy to a valid session and sets the identity headers.

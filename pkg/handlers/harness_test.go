@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/provider/providertest"
@@ -52,6 +53,7 @@ type testEnv struct {
 	metrics  *metrics.Metrics
 	reg      *prometheus.Registry
 	sessions *session.Store
+	logouts  *logout.Memory
 	logs     *syncBuffer
 }
 
@@ -115,14 +117,16 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	}
 	opts := session.Options{Name: cfg.Session.CookieName, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
 	sessions := session.NewStore(codec, opts, clk.Now)
+	logouts := logout.NewMemory(clk.Now)
 	router, err := NewRouter(Deps{
 		Config: cfg, Provider: p, Sessions: sessions, Flows: session.NewFlowStore(codec, opts, clk.Now),
-		Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader,
+		Logouts: logouts, Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testEnv{t: t, cfg: cfg, idp: idp, provider: p, router: router, clock: clk, metrics: m, reg: reg, sessions: sessions, logs: logs}
+	return &testEnv{t: t, cfg: cfg, idp: idp, provider: p, router: router, clock: clk, metrics: m, reg: reg,
+		sessions: sessions, logouts: logouts, logs: logs}
 }
 
 // discover loads the fake provider's discovery document.

@@ -17,6 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
 	"github.com/extauth/extauth/pkg/provider"
@@ -30,8 +31,10 @@ type Deps struct {
 	Provider *provider.Provider
 	Sessions *session.Store
 	Flows    *session.FlowStore
-	Metrics  *metrics.Metrics
-	Log      *slog.Logger
+	// Logouts records sessions ended by back-channel logout or sign-out.
+	Logouts logout.Store
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
 	// Now is the clock of every expiry decision (default time.Now).
 	Now func() time.Time
 	// Rand supplies state, nonce and PKCE verifiers (default crypto/rand).
@@ -54,6 +57,9 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	}
 	if d.Rand == nil {
 		d.Rand = rand.Reader
+	}
+	if d.Logouts == nil {
+		d.Logouts = logout.NewMemory(d.Now)
 	}
 	v, err := redirect.New(d.Config.Authorization.RedirectDomains)
 	if err != nil {
@@ -81,6 +87,9 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	g.GET("/start", h.wrap(h.start))
 	g.GET("/callback", h.wrap(h.callback))
 	g.GET("/userinfo", h.wrap(h.userinfo))
+	g.GET("/sign_out", h.wrap(h.signOut))
+	g.POST("/sign_out", h.wrap(h.signOut))
+	g.POST("/backchannel_logout", h.wrap(h.backchannelLogout))
 
 	r.GET("/healthz", h.wrap(h.healthz))
 	r.GET("/readyz", h.wrap(h.readyz))

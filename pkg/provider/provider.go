@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -27,8 +28,16 @@ import (
 	"github.com/extauth/extauth/pkg/metrics"
 )
 
-// ErrNotReady means discovery has not succeeded yet.
-var ErrNotReady = errors.New("provider: discovery not complete")
+var (
+	// ErrNotReady means discovery has not succeeded yet.
+	ErrNotReady = errors.New("provider: discovery not complete")
+	// ErrRefreshRejected means the provider answered invalid_grant to a
+	// refresh: the refresh token is expired, revoked or already used, and
+	// the session is over.
+	ErrRefreshRejected = errors.New("provider: refresh token rejected (invalid_grant)")
+	// ErrUnsupported means the provider has no endpoint for the call.
+	ErrUnsupported = errors.New("provider: endpoint not supported")
+)
 
 // Config is what the provider needs from the oidc.* configuration.
 type Config struct {
@@ -82,6 +91,7 @@ type discovered struct {
 	oidc      *oidc.Provider
 	verifier  *oidc.IDTokenVerifier
 	bearer    *oidc.IDTokenVerifier
+	logout    *oidc.IDTokenVerifier
 	oauth2    oauth2.Config
 	endpoints Endpoints
 	pkce      bool
@@ -177,6 +187,9 @@ func (p *Provider) Discover(ctx context.Context) error {
 	keyCtx := oidc.ClientContext(context.Background(), p.client)
 	d.verifier = op.VerifierContext(keyCtx, &oidc.Config{ClientID: p.cfg.ClientID, Now: p.now})
 	d.bearer = op.VerifierContext(keyCtx, &oidc.Config{SkipClientIDCheck: true, Now: p.now})
+	// Logout tokens of older providers carry no exp: the caller checks iat
+	// and exp itself.
+	d.logout = op.VerifierContext(keyCtx, &oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true, Now: p.now})
 
 	d.endpoints = Endpoints{
 		Revocation: firstNonEmpty(p.cfg.RevocationURL, doc.RevocationEndpoint),
@@ -358,6 +371,100 @@ func (p *Provider) VerifyBearer(ctx context.Context, raw string) (*oidc.IDToken,
 		}
 	}
 	return nil, errors.New("verify bearer token: audience not accepted")
+}
+
+// VerifyLogoutToken checks a back-channel logout token's signature (the
+// provider's keys), issuer and audience (the client ID). The caller checks
+// the logout-specific claims.
+func (p *Provider) VerifyLogoutToken(ctx context.Context, raw string) (*oidc.IDToken, error) {
+	d, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	tok, err := d.logout.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("verify logout token: %w", err)
+	}
+	return tok, nil
+}
+
+// Refresh redeems a refresh token (grant_type=refresh_token). When the
+// provider does not rotate it, the returned Tokens keep the one given.
+// invalid_grant is ErrRefreshRejected; anything else (network, timeout,
+// 5xx, other errors) means the provider could not refresh now.
+func (p *Provider) Refresh(ctx context.Context, refreshToken string) (*Tokens, error) {
+	d, err := p.get()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(withEndpoint(ctx, metrics.EndpointRefresh), p.cfg.RequestTimeout)
+	defer cancel()
+	// A token with only the refresh token set forces x/oauth2 to refresh:
+	// it never decides expiry for us (its clock is the wall clock).
+	tok, err := d.oauth2.TokenSource(oidc.ClientContext(ctx, p.client), &oauth2.Token{RefreshToken: refreshToken}).Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			return nil, fmt.Errorf("%w: %s", ErrRefreshRejected, re.ErrorDescription)
+		}
+		return nil, fmt.Errorf("refresh: %w", err)
+	}
+	t := p.tokens(tok)
+	if t.RefreshToken == "" {
+		t.RefreshToken = refreshToken
+	}
+	return t, nil
+}
+
+// Revoke revokes a token at the revocation endpoint (RFC 7009) with client
+// authentication: client_secret_basic, or client_secret_post when the
+// provider lists only that; a public client sends its ID. hint is
+// "refresh_token" or "access_token". ErrUnsupported when the provider has
+// no revocation endpoint.
+func (p *Provider) Revoke(ctx context.Context, token, hint string) error {
+	d, err := p.get()
+	if err != nil {
+		return err
+	}
+	if d.endpoints.Revocation == "" {
+		return ErrUnsupported
+	}
+	form := url.Values{"token": {token}, "token_type_hint": {hint}}
+	basic := p.cfg.ClientSecret != "" && authStyle(p.cfg.ClientSecret, d.endpoints.RevocationAuthMethods) == oauth2.AuthStyleInHeader
+	if !basic {
+		form.Set("client_id", p.cfg.ClientID)
+		if p.cfg.ClientSecret != "" {
+			form.Set("client_secret", p.cfg.ClientSecret)
+		}
+	}
+	ctx, cancel := context.WithTimeout(withEndpoint(ctx, metrics.EndpointRevocation), p.cfg.RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.endpoints.Revocation, strings.NewReader(form.Encode()))
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		// RFC 6749 §2.3.1: form-encode both parts before base64.
+		req.SetBasicAuth(url.QueryEscape(p.cfg.ClientID), url.QueryEscape(p.cfg.ClientSecret))
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		var oe struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(body, &oe)
+		if oe.Error == "unsupported_token_type" {
+			return fmt.Errorf("%w: unsupported_token_type", ErrUnsupported)
+		}
+		return fmt.Errorf("revoke: %s answered %s %s", d.endpoints.Revocation, resp.Status, oe.Error)
+	}
+	return nil
 }
 
 // Userinfo fetches the userinfo endpoint's claims with the access token.

@@ -19,6 +19,9 @@ import (
 // State is what a signed-in browser carries: the claims the check needs, the
 // provider's tokens, and the times that decide when the session ends.
 type State struct {
+	// ID is extauth's own random session ID: a sign-out here records it as
+	// ended, so a copy of the cookie stops passing too.
+	ID                string
 	Subject           string   // the ID token's sub
 	User              string   // the claim named by oidc.claims.user (default: sub)
 	Email             string   // empty when the provider marked it unverified
@@ -36,8 +39,8 @@ type State struct {
 	// AccessExpiry is when the access token expires by our clock; zero when the
 	// provider did not say.
 	AccessExpiry time.Time
-	// CreatedAt is the sign-in time; a back-channel logout ends only sessions
-	// created before it.
+	// CreatedAt is the sign-in time (kept to the millisecond); a
+	// back-channel logout ends only sessions created before it.
 	CreatedAt time.Time
 	// ExpiresAt is the absolute end of the session (sign-in + session.maxAge),
 	// checked with our clock: the cookie's own expiry is only a hint to the browser.
@@ -95,9 +98,10 @@ var errCorrupt = errors.New("session: corrupt state")
 func (s *State) MarshalBinary() ([]byte, error) {
 	b := make([]byte, 0, s.sizeHint())
 	b = append(b, stateVersion)
-	b = binary.AppendVarint(b, unixOrZero(s.CreatedAt))
+	b = binary.AppendVarint(b, unixMilliOrZero(s.CreatedAt))
 	b = binary.AppendVarint(b, unixOrZero(s.ExpiresAt))
 	b = binary.AppendVarint(b, unixOrZero(s.AccessExpiry))
+	b = appendString(b, s.ID)
 	b = appendString(b, s.Subject)
 	// Most deployments use sub as the user claim: store it once.
 	if s.User == s.Subject {
@@ -137,10 +141,11 @@ func (s *State) unmarshalOwned(data []byte) error {
 		return errCorrupt
 	}
 	*s = State{
-		CreatedAt:    timeOrZero(d.varint()),
+		CreatedAt:    timeMilliOrZero(d.varint()),
 		ExpiresAt:    timeOrZero(d.varint()),
 		AccessExpiry: timeOrZero(d.varint()),
 	}
+	s.ID = d.string()
 	s.Subject = d.string()
 	s.User = d.string()
 	if s.User == "" {
@@ -173,7 +178,7 @@ func (s *State) unmarshalOwned(data []byte) error {
 }
 
 func (s *State) sizeHint() int {
-	n := 64 + len(s.Subject) + len(s.User) + len(s.Email) + len(s.PreferredUsername) + len(s.SID)
+	n := 64 + len(s.ID) + len(s.Subject) + len(s.User) + len(s.Email) + len(s.PreferredUsername) + len(s.SID)
 	for _, g := range s.Groups {
 		n += len(g) + 2
 	}
@@ -185,6 +190,20 @@ func unixOrZero(t time.Time) int64 {
 		return 0
 	}
 	return t.Unix()
+}
+
+func unixMilliOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func timeMilliOrZero(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }
 
 func timeOrZero(sec int64) time.Time {
