@@ -1,13 +1,182 @@
 package handlers
 
 import (
+	"errors"
+	"math"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/extauth/extauth/pkg/logout"
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/provider"
+)
+
+const (
+	// backchannelEvent is the events member that makes a JWT a logout token
+	// (Back-Channel Logout 1.0 §2.4).
+	backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
+	// maxLogoutBody bounds the form: a logout token is a few KB.
+	maxLogoutBody = 64 << 10
+	// A logout token is accepted from iatSkew in the future (clocks differ)
+	// to iatMaxAge in the past; its jti is remembered for jtiTTL, which
+	// outlasts that whole window, so a replay is always caught.
+	iatSkew   = 5 * time.Minute
+	iatMaxAge = 10 * time.Minute
+	jtiTTL    = iatSkew + iatMaxAge
 )
 
 // backchannelLogout is /oauth2/backchannel_logout (OpenID Connect
-// Back-Channel Logout 1.0). TODO(helper): being written.
+// Back-Channel Logout 1.0): the provider POSTs a signed logout_token and the
+// sessions it names (by sid, else by sub) stop passing the check, which reads
+// the logout records (see ended in check.go). 200 with an empty body when
+// accepted (§2.8); 400 invalid_request, changing nothing, when the token is
+// not valid; 503 when we cannot decide now, so that the provider retries.
 func (h *handler) backchannelLogout(c *gin.Context, rl *reqLog) {
-	c.JSON(http.StatusNotImplemented, gin.H{"error": "not implemented"})
+	c.Header("Cache-Control", "no-store") // §2.8
+	status, reason, detail := h.endByLogoutToken(c, rl)
+	rl.reason = reason
+	if detail != "" {
+		rl.reason += ": " + detail
+	}
+	switch status {
+	case http.StatusOK:
+		rl.result = metrics.BackchannelAccepted
+		h.Metrics.BackchannelLogouts.WithLabelValues(metrics.BackchannelAccepted).Inc()
+		c.Status(http.StatusOK)
+		c.Writer.WriteHeaderNow()
+		return
+	case http.StatusServiceUnavailable:
+		c.JSON(status, gin.H{"error": "temporarily_unavailable"})
+	default:
+		// §2.8: 400 with an RFC 6749 error. The reason is ours, never the
+		// token or a claim value.
+		c.JSON(status, gin.H{"error": "invalid_request", "error_description": reason})
+	}
+	rl.result = metrics.BackchannelRejected
+	h.Metrics.BackchannelLogouts.WithLabelValues(metrics.BackchannelRejected).Inc()
+}
+
+// endByLogoutToken validates the logout token (§2.6) and records the
+// logout. It returns the status and, on failure, a short reason for the
+// answer and the log line, and details for the log line only.
+func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reason, detail string) {
+	r := c.Request
+	r.Body = http.MaxBytesReader(c.Writer, r.Body, maxLogoutBody)
+	if err := r.ParseForm(); err != nil {
+		return http.StatusBadRequest, "unreadable or oversized form body", ""
+	}
+	// The body only: a token in the query string would end up in access logs.
+	raws := r.PostForm["logout_token"]
+	switch {
+	case len(raws) == 0 || raws[0] == "":
+		return http.StatusBadRequest, "missing logout_token", ""
+	case len(raws) > 1:
+		return http.StatusBadRequest, "more than one logout_token", ""
+	}
+
+	ctx := r.Context()
+	// §2.6 steps 2-3: signature with the provider's keys (alg none is
+	// refused), iss, aud. exp and iat are checked below with our clock.
+	tok, err := h.Provider.VerifyLogoutToken(ctx, raws[0])
+	if errors.Is(err, provider.ErrNotReady) {
+		return http.StatusServiceUnavailable, "provider not discovered yet", ""
+	}
+	if err != nil {
+		// go-oidc's errors name what failed, never the token itself.
+		return http.StatusBadRequest, "logout token not valid", err.Error()
+	}
+	var claims map[string]any
+	if err := tok.Claims(&claims); err != nil {
+		return http.StatusBadRequest, "logout token claims unreadable", ""
+	}
+
+	now := h.Now()
+	iat, ok := numericDate(claims["iat"])
+	switch {
+	case !ok:
+		return http.StatusBadRequest, "iat missing or not a number", ""
+	case iat.After(now.Add(iatSkew)):
+		return http.StatusBadRequest, "iat in the future", ""
+	case iat.Before(now.Add(-iatMaxAge)):
+		return http.StatusBadRequest, "iat too old", ""
+	}
+	// exp is REQUIRED since the 2022 errata but absent from older providers'
+	// tokens: checked when present.
+	if v, present := claims["exp"]; present {
+		exp, ok := numericDate(v)
+		if !ok || !now.Before(exp) {
+			return http.StatusBadRequest, "logout token expired", ""
+		}
+	}
+	// §2.6 step 5: events holds the back-channel member, a JSON object.
+	events, _ := claims["events"].(map[string]any)
+	if _, ok := events[backchannelEvent].(map[string]any); !ok {
+		return http.StatusBadRequest, "events claim lacks the back-channel logout event", ""
+	}
+	// §2.6 step 4: sid, sub or both; a malformed one is refused rather
+	// than ignored, lest a bad sid widen the logout to the whole user.
+	sid, sidOK := optionalString(claims, "sid")
+	sub, subOK := optionalString(claims, "sub")
+	switch {
+	case !sidOK || !subOK:
+		return http.StatusBadRequest, "sid or sub is not a non-empty string", ""
+	case sid == "" && sub == "":
+		return http.StatusBadRequest, "neither sid nor sub", ""
+	}
+	rl.sub = sub
+	// §2.6 step 6: a nonce marks an ID token, which must never pass as a
+	// logout token.
+	if _, present := claims["nonce"]; present {
+		return http.StatusBadRequest, "nonce present", ""
+	}
+	jti, _ := claims["jti"].(string)
+	if jti == "" {
+		return http.StatusBadRequest, "jti missing", ""
+	}
+	// §2.6 step 7, last of all so that an invalid token never uses up a jti.
+	// A replay would otherwise end sessions signed in since the logout.
+	first, err := h.Logouts.FirstUse(ctx, jti, now.Add(jtiTTL))
+	if err != nil {
+		return http.StatusServiceUnavailable, "logout store unavailable", err.Error()
+	}
+	if !first {
+		return http.StatusBadRequest, "jti already used", ""
+	}
+
+	// The record ends sessions created before now only (the same user
+	// signing in again passes) and lives as long as the longest of them.
+	// (Should End fail after FirstUse, the provider's retry is refused as a
+	// replay: the Store has no way to give the jti back.)
+	kind, key := logout.SID, sid
+	if sid == "" {
+		kind, key = logout.Subject, sub
+	}
+	if err := h.Logouts.End(ctx, kind, key, now, now.Add(h.Config.Session.MaxAge.Duration)); err != nil {
+		return http.StatusServiceUnavailable, "logout store unavailable", err.Error()
+	}
+	return http.StatusOK, "", ""
+}
+
+// numericDate reads a JWT NumericDate (seconds since the epoch, possibly
+// fractional) as decoded by encoding/json.
+func numericDate(v any) (time.Time, bool) {
+	f, ok := v.(float64)
+	if !ok || f < 0 || f > 1e12 { // 1e12 s is year 33658: nonsense, not a date
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+// optionalString returns claim name when it is a non-empty string, "" when
+// absent; ok is false when it is present but something else.
+func optionalString(claims map[string]any, name string) (s string, ok bool) {
+	v, present := claims[name]
+	if !present {
+		return "", true
+	}
+	s, _ = v.(string)
+	return s, s != ""
 }

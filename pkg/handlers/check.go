@@ -58,10 +58,17 @@ func (h *handler) decide(c *gin.Context, rl *reqLog) (string, int) {
 		rl.reason = sessionErrReason(err)
 		return metrics.AuthUnauthenticated, http.StatusUnauthorized
 	}
+	rl.sub = st.Subject
 	if h.ended(c, st) {
-		rl.sub, rl.reason = st.Subject, "session ended by logout"
+		rl.reason = "session ended by logout"
 		h.Sessions.Clear(c.Writer, r)
 		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+	}
+	if h.needsRefresh(st, h.Now()) {
+		var status int
+		if st, status = h.refreshSession(c, rl, st); st == nil {
+			return metrics.AuthUnauthenticated, status
+		}
 	}
 	return h.allow(c, rl, st)
 }

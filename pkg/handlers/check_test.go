@@ -341,7 +341,7 @@ func mustRouterWithLog(b *testing.B, e *testEnv) *ginEngine {
 	b.Helper()
 	e.logs = &syncBuffer{}
 	r, err := NewRouter(Deps{Config: e.cfg, Provider: e.provider, Sessions: e.sessions,
-		Flows: nil, Metrics: e.metrics, Log: discardLogger(), Now: e.clock.Now})
+		Logouts: e.logouts, Metrics: e.metrics, Log: discardLogger(), Now: e.clock.Now})
 	if err != nil {
 		b.Fatal(err)
 	}

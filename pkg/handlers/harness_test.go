@@ -77,6 +77,10 @@ func (s *syncBuffer) String() string {
 
 const testHost = "app.example.com"
 
+// testRefreshTimeout keeps the hang tests short; the fake provider answers
+// in microseconds otherwise.
+const testRefreshTimeout = time.Second
+
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
 // newTestEnv builds a router with a default config; update may change it
@@ -107,6 +111,7 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	p, err := provider.New(provider.Config{
 		IssuerURL: cfg.OIDC.IssuerURL, ClientID: cfg.OIDC.ClientID, ClientSecret: cfg.OIDC.ClientSecret,
 		Scopes: cfg.OIDC.Scopes, PKCE: cfg.OIDC.PKCE, BearerAudiences: cfg.Authorization.BearerAudiences,
+		RequestTimeout: 2 * testRefreshTimeout, // hanging-provider tests wait this long
 	}, clk.Now, log, m)
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +126,7 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	router, err := NewRouter(Deps{
 		Config: cfg, Provider: p, Sessions: sessions, Flows: session.NewFlowStore(codec, opts, clk.Now),
 		Logouts: logouts, Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader,
+		RefreshTimeout: testRefreshTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/extauth/extauth/pkg/policy"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/redirect"
+	"github.com/extauth/extauth/pkg/refresh"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -39,10 +40,14 @@ type Deps struct {
 	Now func() time.Time
 	// Rand supplies state, nonce and PKCE verifiers (default crypto/rand).
 	Rand io.Reader
+	// RefreshTimeout bounds a refresh during a check (default 5s): nginx
+	// waits for the check meanwhile.
+	RefreshTimeout time.Duration
 }
 
 type handler struct {
 	Deps
+	refreshes *refresh.Group[*refreshed]
 	redirects *redirect.Validator
 	rules     policy.Rules
 	prefix    string
@@ -68,6 +73,7 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	h := &handler{
 		Deps:      d,
 		redirects: v,
+		refreshes: newRefreshGroup(d.Now, d.Config.Session.RefreshReuseWindow.Duration, d.RefreshTimeout),
 		prefix:    d.Config.Server.PathPrefix,
 		rules: policy.Rules{
 			EmailDomains: d.Config.Authorization.EmailDomains,

@@ -65,6 +65,21 @@ func (s *State) Tokens() Tokens {
 	return s.tokens
 }
 
+// RefreshToken is Tokens().RefreshToken without decoding the other two:
+// the check needs only this one to look up a shared refresh.
+func (s *State) RefreshToken() string {
+	if s.rawTokens == nil {
+		return s.tokens.RefreshToken
+	}
+	d := decoder{b: s.rawTokens}
+	for range 2 {
+		if !d.skipToken() {
+			return ""
+		}
+	}
+	return d.oneToken()
+}
+
 // SetTokens replaces the session's tokens.
 func (s *State) SetTokens(t Tokens) {
 	s.tokens, s.rawTokens = t, nil
@@ -309,20 +324,38 @@ func (d *decoder) string() string {
 
 // skipTokens walks over the three tokens' framing without decoding them.
 func (d *decoder) skipTokens() bool {
-	for range 3 {
-		switch d.byte() {
-		case tokenAbsent:
-		case tokenOpaque:
-			d.bytes()
-		case tokenCompact:
-			d.bytes()
-			d.bytes()
-			d.bytes()
-		default:
-			d.fail()
-		}
+	return d.skipToken() && d.skipToken() && d.skipToken()
+}
+
+func (d *decoder) skipToken() bool {
+	switch d.byte() {
+	case tokenAbsent:
+	case tokenOpaque:
+		d.bytes()
+	case tokenCompact:
+		d.bytes()
+		d.bytes()
+		d.bytes()
+	default:
+		d.fail()
 	}
 	return d.err == nil
+}
+
+// oneToken decodes the next token on its own.
+func (d *decoder) oneToken() string {
+	switch d.byte() {
+	case tokenOpaque:
+		return string(d.bytes())
+	case tokenCompact:
+		h, p, s := d.bytes(), d.bytes(), d.bytes()
+		if d.err != nil {
+			return ""
+		}
+		return b64.EncodeToString(h) + "." + b64.EncodeToString(p) + "." + b64.EncodeToString(s)
+	default:
+		return ""
+	}
 }
 
 // tokens decodes the three tokens, re-encoding compact JWTs into one buffer

@@ -100,36 +100,65 @@ func (s *Store) joinParts(h http.Header) (string, bool) {
 
 // Save writes st as one cookie when it fits, else as numbered parts, and
 // expires the cookies of an earlier layout that the request still carries.
-// The session cookie comes first: nginx's auth_request_set keeps only the
-// first Set-Cookie. It returns the encoded size in bytes.
+// It returns the encoded size in bytes.
 func (s *Store) Save(w http.ResponseWriter, r *http.Request, st *State) (int, error) {
+	sealed, err := s.Seal(st)
+	if err != nil {
+		return 0, err
+	}
+	s.WriteSealed(w, r, sealed)
+	return sealed.Size, nil
+}
+
+// Sealed is a session encrypted and laid out as Set-Cookie lines, ready to
+// be written to any number of answers: a refresh shared by many checks is
+// sealed once.
+type Sealed struct {
+	lines []string // Set-Cookie values, the session (or its first part) first
+	names []string // the cookie names they set
+	// Size is the encoded session in bytes.
+	Size int
+}
+
+// Seal encrypts st and builds its cookies; Max-Age runs to st.ExpiresAt.
+func (s *Store) Seal(st *State) (*Sealed, error) {
 	value, err := s.codec.Encode(s.opts.Name, st)
 	if err != nil {
-		return 0, fmt.Errorf("encode session: %w", err)
+		return nil, fmt.Errorf("encode session: %w", err)
 	}
 	maxAge := int(st.ExpiresAt.Sub(s.now()) / time.Second)
 	if maxAge <= 0 {
-		return 0, ErrExpired
+		return nil, ErrExpired
 	}
-	var names []string
+	sealed := &Sealed{Size: len(value)}
+	add := func(name, v string) {
+		sealed.lines = append(sealed.lines, s.cookie(name, v, maxAge).String())
+		sealed.names = append(sealed.names, name)
+	}
 	if len(s.opts.Name)+1+len(value) <= s.opts.MaxCookieBytes {
-		http.SetCookie(w, s.cookie(s.opts.Name, value, maxAge))
-		names = []string{s.opts.Name}
-	} else {
-		chunk := s.opts.MaxCookieBytes - len(partName(s.opts.Name, maxParts)) - 1
-		n := (len(value) + chunk - 1) / chunk
-		if n > maxParts {
-			return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(value))
-		}
-		for i := range n {
-			part := value[i*chunk : min((i+1)*chunk, len(value))]
-			name := partName(s.opts.Name, i)
-			http.SetCookie(w, s.cookie(name, part, maxAge))
-			names = append(names, name)
-		}
+		add(s.opts.Name, value)
+		return sealed, nil
 	}
-	s.expireStale(w, r, names)
-	return len(value), nil
+	chunk := s.opts.MaxCookieBytes - len(partName(s.opts.Name, maxParts)) - 1
+	n := (len(value) + chunk - 1) / chunk
+	if n > maxParts {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(value))
+	}
+	for i := range n {
+		add(partName(s.opts.Name, i), value[i*chunk:min((i+1)*chunk, len(value))])
+	}
+	return sealed, nil
+}
+
+// WriteSealed sets a sealed session and expires the request's cookies of an
+// earlier layout. The session cookie comes first: nginx's auth_request_set
+// keeps only the first Set-Cookie of the check's answer.
+func (s *Store) WriteSealed(w http.ResponseWriter, r *http.Request, sealed *Sealed) {
+	h := w.Header()
+	for _, line := range sealed.lines {
+		h.Add("Set-Cookie", line)
+	}
+	s.expireStale(w, r, sealed.names)
 }
 
 // Clear expires the session cookie and every part of a split one.
@@ -143,6 +172,9 @@ func (s *Store) Clear(w http.ResponseWriter, r *http.Request) {
 
 // expireStale expires every session cookie of the request not named in keep.
 func (s *Store) expireStale(w http.ResponseWriter, r *http.Request, keep []string) {
+	if len(keep) == 1 && !s.mayHaveParts(r.Header) {
+		return // the usual case: one cookie replaced by one cookie
+	}
 	for _, c := range r.Cookies() {
 		if !s.ownsName(c.Name) || contains(keep, c.Name) {
 			continue
@@ -150,6 +182,16 @@ func (s *Store) expireStale(w http.ResponseWriter, r *http.Request, keep []strin
 		keep = append(keep, c.Name) // once per name
 		http.SetCookie(w, s.cookie(c.Name, "", -1))
 	}
+}
+
+// mayHaveParts is a cheap test for split-session cookies in the request.
+func (s *Store) mayHaveParts(h http.Header) bool {
+	for _, line := range h["Cookie"] {
+		if strings.Contains(line, s.opts.Name+"_") {
+			return true
+		}
+	}
+	return false
 }
 
 // ownsName reports whether name is the session cookie or one of its parts.
