@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,8 +241,9 @@ func TestBearerTokens(t *testing.T) {
 	}
 }
 
-// TestEntraSizedSession: a token set too large for one cookie is split at
-// sign-in and reassembled by the check.
+// TestEntraSizedSession: a token set too large for one cookie keeps its ID
+// token apart, so the check's refresh still travels in one Set-Cookie (all
+// nginx passes on), and sign-out still finds the ID token for its hint.
 func TestEntraSizedSession(t *testing.T) {
 	entra := testenv.LoadTokenSet(t, "entra")
 	user := providertest.DefaultUser()
@@ -249,25 +252,56 @@ func TestEntraSizedSession(t *testing.T) {
 		user.Groups = append(user.Groups, fmt.Sprintf("%08x-1c2d-4e5f-8a9b-%012x", i*7919, i*104729))
 	}
 	e := newTestEnv(t, nil, providertest.WithUser(user)).discover()
+	var mu sync.Mutex
+	issued := 0
 	e.idp.SetTokenResponse(func(grant string) map[string]any {
-		return map[string]any{"access_token": entra.AccessToken, "refresh_token": entra.RefreshToken}
+		mu.Lock()
+		defer mu.Unlock()
+		issued++ // each answer its own refresh token, as a rotating provider does
+		return map[string]any{"access_token": entra.AccessToken, "refresh_token": fmt.Sprintf("%s.%d", entra.RefreshToken, issued)}
 	})
 	j := e.signIn("/")
-	var parts []string
-	for name, c := range j {
-		if strings.HasPrefix(name, "_extauth_") && name != "_extauth_csrf" {
-			parts = append(parts, name)
-			if len(c.Name)+1+len(c.Value) > session.DefaultMaxCookieBytes {
-				t.Errorf("%s is %d bytes", name, len(c.Name)+1+len(c.Value))
-			}
-		}
+	idToken := j["_extauth_id"]
+	if idToken == nil || j["_extauth"] == nil {
+		t.Fatalf("want _extauth and _extauth_id, got %v", j.list())
 	}
-	if len(parts) < 2 {
-		t.Fatalf("want a split session, got cookies %v", parts)
+	for name, c := range j {
+		if n := len(c.Name) + 1 + len(c.Value); n > session.DefaultMaxCookieBytes {
+			t.Errorf("%s is %d bytes", name, n)
+		}
 	}
 	rec := e.check(j.list(), "", nil)
 	if rec.Code != http.StatusOK || len(strings.Split(rec.Header().Get("X-Auth-Request-Groups"), ",")) != 40 {
-		t.Errorf("split session check: %d, groups %q", rec.Code, rec.Header().Get("X-Auth-Request-Groups"))
+		t.Fatalf("check: %d, groups %q", rec.Code, rec.Header().Get("X-Auth-Request-Groups"))
+	}
+
+	e.clock.Advance(time.Hour)
+	rec = e.check(j.list(), "", nil)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("refresh check: %d", rec.Code)
+	}
+	if lines := rec.Header().Values("Set-Cookie"); len(lines) != 1 || !strings.HasPrefix(lines[0], "_extauth=") {
+		t.Fatalf("the refresh needs %d Set-Cookie headers; nginx passes only the first", len(lines))
+	}
+	j.update(rec)
+	if j["_extauth_id"] != idToken {
+		t.Error("the refresh touched the ID token's cookie")
+	}
+	if rec := e.check(j.list(), "", nil); rec.Code != http.StatusOK || sessionCookie(rec) != nil {
+		t.Errorf("after the refresh: %d", rec.Code)
+	}
+
+	out := e.do(http.MethodGet, "/oauth2/sign_out", j.list(), nil)
+	loc, _ := url.Parse(out.Header().Get("Location"))
+	if hint := loc.Query().Get("id_token_hint"); hint == "" || strings.Count(hint, ".") != 2 {
+		t.Errorf("sign-out lost the ID token hint: %q", hint)
+	}
+	cleared := map[string]bool{}
+	for _, c := range out.Result().Cookies() {
+		cleared[c.Name] = c.MaxAge < 0
+	}
+	if !cleared["_extauth"] || !cleared["_extauth_id"] {
+		t.Errorf("sign-out cleared %v", cleared)
 	}
 }
 

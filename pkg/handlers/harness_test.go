@@ -120,7 +120,8 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := session.Options{Name: cfg.Session.CookieName, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
+	opts := session.Options{Name: cfg.Session.CookieName, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode,
+		AccessTokenOptional: !cfg.Headers.AccessToken && !cfg.Headers.Authorization}
 	sessions := session.NewStore(codec, opts, clk.Now)
 	logouts := logout.NewMemory(clk.Now)
 	router, err := NewRouter(Deps{

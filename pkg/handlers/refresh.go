@@ -141,6 +141,12 @@ func (h *handler) redeem(ctx context.Context, st *session.State, rt string) (*re
 		}
 		kept.IDToken = tokens.IDToken
 	}
+	if st.IDTokenApart {
+		// The ID token lives in its own cookie, written at sign-in and left
+		// alone so that the refresh fits one Set-Cookie; it serves only as
+		// id_token_hint, for which the first one does.
+		kept.IDToken = ""
+	}
 	keep := h.Config.Session.StoreTokens
 	if keep.AccessToken {
 		kept.AccessToken = tokens.AccessToken

@@ -107,7 +107,7 @@ func (h *handler) endSessionURL(r *http.Request, st *session.State, returnURL st
 	q := u.Query()
 	q.Set("client_id", h.Config.OIDC.ClientID)
 	if st != nil {
-		if id := st.Tokens().IDToken; id != "" {
+		if id := h.Sessions.IDToken(r, st); id != "" {
 			q.Set("id_token_hint", id)
 		}
 	}

@@ -93,6 +93,9 @@ func CookieOptions(cfg *config.Config) session.Options {
 		Path:     cfg.Session.CookiePath,
 		Secure:   cfg.Session.CookieSecure,
 		SameSite: sameSite,
+		// Only the headers need the access token in the session; revoking
+		// the refresh token at sign-out covers it otherwise.
+		AccessTokenOptional: !cfg.Headers.AccessToken && !cfg.Headers.Authorization,
 	}
 }
 

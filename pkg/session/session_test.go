@@ -412,3 +412,80 @@ func TestCookieValueParsing(t *testing.T) {
 		t.Error("prefix matched")
 	}
 }
+
+// TestEntraRefreshFitsOneSetCookie: with the access token optional, an
+// Entra-sized session keeps its ID token apart, so that a later save (a
+// refresh) is one Set-Cookie — all nginx's auth_request_set passes on — and
+// the ID token stays readable for sign-out.
+func TestEntraRefreshFitsOneSetCookie(t *testing.T) {
+	now := t0
+	store := newTestStore(t, &now)
+	store.opts.AccessTokenOptional = true
+	st := stateFromTokenSet(t, "entra")
+	idToken := st.Tokens().IDToken
+	rec := httptest.NewRecorder()
+	n, err := store.Save(rec, httptest.NewRequest(http.MethodGet, "/", nil), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	total := 0
+	for _, c := range rec.Result().Cookies() {
+		names = append(names, c.Name)
+		total += len(c.Name) + 1 + len(c.Value)
+		if len(c.Name)+1+len(c.Value) > DefaultMaxCookieBytes {
+			t.Errorf("%s is %d bytes", c.Name, len(c.Name)+1+len(c.Value))
+		}
+	}
+	t.Logf("entra, ID token apart, access token left out: %d B encoded, cookies %v, %d B of name=value", n, names, total)
+	if len(names) != 2 || names[0] != "_extauth" || names[1] != "_extauth_id" {
+		t.Fatalf("cookies %v, want [_extauth _extauth_id]", names)
+	}
+	req := requestWith(rec)
+	loaded, err := store.Load(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !loaded.IDTokenApart || loaded.Tokens().AccessToken != "" || loaded.Tokens().RefreshToken != st.Tokens().RefreshToken {
+		t.Errorf("loaded: apart %v, access %d B, refresh ok %v", loaded.IDTokenApart, len(loaded.Tokens().AccessToken), loaded.Tokens().RefreshToken == st.Tokens().RefreshToken)
+	}
+	if got := store.IDToken(req, loaded); got != idToken {
+		t.Error("the ID token kept apart cannot be read back")
+	}
+
+	// A refresh: new refresh token, the same layout, one Set-Cookie, and the
+	// ID token's cookie left alone.
+	loaded.SetTokens(Tokens{RefreshToken: "rotated-" + st.Tokens().RefreshToken, AccessToken: st.Tokens().AccessToken})
+	rec2 := httptest.NewRecorder()
+	if _, err := store.Save(rec2, req, loaded); err != nil {
+		t.Fatal(err)
+	}
+	lines := rec2.Header().Values("Set-Cookie")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "_extauth=") {
+		t.Fatalf("refresh wrote %d Set-Cookie lines: %.40q", len(lines), lines)
+	}
+	// The browser now has the new _extauth and the old _extauth_id.
+	req2 := requestWith(rec2)
+	for _, c := range req.Cookies() {
+		if c.Name == "_extauth_id" {
+			req2.AddCookie(c)
+		}
+	}
+	again, err := store.Load(req2)
+	if err != nil || again.Tokens().RefreshToken != "rotated-"+st.Tokens().RefreshToken {
+		t.Fatalf("after refresh: %v", err)
+	}
+	if store.IDToken(req2, again) != idToken {
+		t.Error("ID token lost across the refresh")
+	}
+	// Clear removes both.
+	rec3 := httptest.NewRecorder()
+	store.Clear(rec3, req2)
+	cleared := map[string]bool{}
+	for _, c := range rec3.Result().Cookies() {
+		cleared[c.Name] = c.MaxAge < 0
+	}
+	if !cleared["_extauth"] || !cleared["_extauth_id"] {
+		t.Errorf("clear: %v", cleared)
+	}
+}

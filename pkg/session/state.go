@@ -42,6 +42,11 @@ type State struct {
 	// CreatedAt is the sign-in time (kept to the millisecond); a
 	// back-channel logout ends only sessions created before it.
 	CreatedAt time.Time
+	// IDTokenApart says the ID token is not in this state but in a cookie
+	// of its own (<name>_id), set once at sign-in: a session too large for
+	// one cookie keeps what a refresh changes in one cookie, so that the
+	// refresh travels in the check's single Set-Cookie. See Store.Seal.
+	IDTokenApart bool
 	// ExpiresAt is the absolute end of the session (sign-in + session.maxAge),
 	// checked with our clock: the cookie's own expiry is only a hint to the browser.
 	ExpiresAt time.Time
@@ -94,6 +99,9 @@ func (s *State) Expired(now time.Time) bool {
 // layout can be told apart from this one.
 const stateVersion = 1
 
+// flags in the encoding
+const flagIDTokenApart = 1 << 0
+
 // token kinds in the encoding
 const (
 	tokenAbsent  = 0
@@ -113,6 +121,11 @@ var errCorrupt = errors.New("session: corrupt state")
 func (s *State) MarshalBinary() ([]byte, error) {
 	b := make([]byte, 0, s.sizeHint())
 	b = append(b, stateVersion)
+	var flags byte
+	if s.IDTokenApart {
+		flags |= flagIDTokenApart
+	}
+	b = append(b, flags)
 	b = binary.AppendVarint(b, unixMilliOrZero(s.CreatedAt))
 	b = binary.AppendVarint(b, unixOrZero(s.ExpiresAt))
 	b = binary.AppendVarint(b, unixOrZero(s.AccessExpiry))
@@ -155,7 +168,12 @@ func (s *State) unmarshalOwned(data []byte) error {
 	if d.byte() != stateVersion {
 		return errCorrupt
 	}
+	flags := d.byte()
+	if flags&^flagIDTokenApart != 0 {
+		return errCorrupt
+	}
 	*s = State{
+		IDTokenApart: flags&flagIDTokenApart != 0,
 		CreatedAt:    timeMilliOrZero(d.varint()),
 		ExpiresAt:    timeOrZero(d.varint()),
 		AccessExpiry: timeOrZero(d.varint()),

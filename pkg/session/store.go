@@ -38,6 +38,10 @@ type Options struct {
 	// MaxCookieBytes is the most name=value bytes of one cookie; larger
 	// values are split into name_0, name_1, … (default DefaultMaxCookieBytes).
 	MaxCookieBytes int
+	// AccessTokenOptional lets a session too large for one cookie leave out
+	// the access token (when no header needs it: revoking the refresh token
+	// revokes the access tokens issued with it, RFC 7009 §2.1).
+	AccessTokenOptional bool
 }
 
 // Store loads and saves State in cookies.
@@ -115,40 +119,134 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, st *State) (int, er
 // sealed once.
 type Sealed struct {
 	lines []string // Set-Cookie values, the session (or its first part) first
-	names []string // the cookie names they set
-	// Size is the encoded session in bytes.
+	names []string // the cookie names they set, and the ones to leave alone
+	// Size is the encoded session in bytes (all its cookies).
 	Size int
 }
 
-// Seal encrypts st and builds its cookies; Max-Age runs to st.ExpiresAt.
+// Seal encrypts st and lays it out in cookies; Max-Age runs to st.ExpiresAt.
+//
+// The layout, in order of preference:
+//  1. one cookie <name> with everything;
+//  2. the ID token apart in <name>_id, written once at sign-in and left
+//     alone afterwards, and the rest — what a refresh changes — in <name>,
+//     without the access token if that is what it takes and allowed
+//     (AccessTokenOptional); a refresh then still travels in one Set-Cookie,
+//     the only one nginx's auth_request_set passes on;
+//  3. the rest split into <name>_0, <name>_1, … (a refresh then needs
+//     several Set-Cookie headers: nginx drops all but the first).
 func (s *Store) Seal(st *State) (*Sealed, error) {
-	value, err := s.codec.Encode(s.opts.Name, st)
-	if err != nil {
-		return nil, fmt.Errorf("encode session: %w", err)
-	}
 	maxAge := int(st.ExpiresAt.Sub(s.now()) / time.Second)
 	if maxAge <= 0 {
 		return nil, ErrExpired
 	}
-	sealed := &Sealed{Size: len(value)}
+	sealed := &Sealed{}
 	add := func(name, v string) {
 		sealed.lines = append(sealed.lines, s.cookie(name, v, maxAge).String())
 		sealed.names = append(sealed.names, name)
+		sealed.Size += len(v)
 	}
-	if len(s.opts.Name)+1+len(value) <= s.opts.MaxCookieBytes {
+	idName := s.opts.Name + idSuffix
+
+	if st.IDTokenApart {
+		// A later save (a refresh): the ID token's cookie stays as it is.
+		sealed.names = append(sealed.names, idName)
+		value, err := s.encodeLean(st)
+		if err != nil {
+			return nil, err
+		}
+		return sealed, s.addValue(add, value)
+	}
+	value, err := s.encode(st)
+	if err != nil {
+		return nil, err
+	}
+	if s.fits(s.opts.Name, value) {
 		add(s.opts.Name, value)
 		return sealed, nil
+	}
+	// Too large: set the ID token apart if that makes the rest fit one cookie.
+	if tokens := st.Tokens(); tokens.IDToken != "" {
+		apart := *st
+		apart.IDTokenApart = true
+		tokens.IDToken = ""
+		apart.SetTokens(tokens)
+		idValue, err := s.codec.Seal(idName, []byte(st.Tokens().IDToken))
+		if err != nil {
+			return nil, fmt.Errorf("encode id token: %w", err)
+		}
+		if mainValue, err := s.encodeLean(&apart); err == nil && s.fits(s.opts.Name, mainValue) && s.fits(idName, idValue) {
+			add(s.opts.Name, mainValue) // first: nginx passes only the first
+			add(idName, idValue)
+			return sealed, nil
+		}
+	}
+	return sealed, s.addValue(add, value)
+}
+
+// encodeLean encodes st, leaving out the access token when that is allowed
+// and makes it fit one cookie.
+func (s *Store) encodeLean(st *State) (string, error) {
+	value, err := s.encode(st)
+	if err != nil || s.fits(s.opts.Name, value) || !s.opts.AccessTokenOptional || st.Tokens().AccessToken == "" {
+		return value, err
+	}
+	lean := *st
+	tokens := lean.Tokens()
+	tokens.AccessToken = ""
+	lean.SetTokens(tokens)
+	return s.encode(&lean)
+}
+
+// addValue adds value as one cookie, or split into numbered parts.
+func (s *Store) addValue(add func(name, v string), value string) error {
+	if s.fits(s.opts.Name, value) {
+		add(s.opts.Name, value)
+		return nil
 	}
 	chunk := s.opts.MaxCookieBytes - len(partName(s.opts.Name, maxParts)) - 1
 	n := (len(value) + chunk - 1) / chunk
 	if n > maxParts {
-		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(value))
+		return fmt.Errorf("%w: %d bytes", ErrTooLarge, len(value))
 	}
 	for i := range n {
 		add(partName(s.opts.Name, i), value[i*chunk:min((i+1)*chunk, len(value))])
 	}
-	return sealed, nil
+	return nil
 }
+
+// IDToken returns the session's ID token, from its own cookie when the
+// session keeps it apart; "" when there is none or it cannot be read.
+func (s *Store) IDToken(r *http.Request, st *State) string {
+	if !st.IDTokenApart {
+		return st.Tokens().IDToken
+	}
+	name := s.opts.Name + idSuffix
+	value, ok := cookieValue(r.Header, name)
+	if !ok {
+		return ""
+	}
+	b, err := s.codec.Open(name, value)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func (s *Store) encode(st *State) (string, error) {
+	value, err := s.codec.Encode(s.opts.Name, st)
+	if err != nil {
+		return "", fmt.Errorf("encode session: %w", err)
+	}
+	return value, nil
+}
+
+func (s *Store) fits(name, value string) bool {
+	return len(name)+1+len(value) <= s.opts.MaxCookieBytes
+}
+
+// idSuffix names the cookie that holds a session's ID token apart.
+const idSuffix = "_id"
 
 // WriteSealed sets a sealed session and expires the request's cookies of an
 // earlier layout. The session cookie comes first: nginx's auth_request_set
@@ -196,7 +294,7 @@ func (s *Store) mayHaveParts(h http.Header) bool {
 
 // ownsName reports whether name is the session cookie or one of its parts.
 func (s *Store) ownsName(name string) bool {
-	if name == s.opts.Name {
+	if name == s.opts.Name || name == s.opts.Name+idSuffix {
 		return true
 	}
 	rest, ok := strings.CutPrefix(name, s.opts.Name+"_")
