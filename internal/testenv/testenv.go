@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
-// RepoRoot walks up from the working directory to the folder with go.mod.
+// RepoRoot walks up from the working directory to the repository's root:
+// the folder whose go.mod is the main module's (e2e/ has a go.mod of its own).
 func RepoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
@@ -17,7 +19,8 @@ func RepoRoot(t testing.TB) string {
 		t.Fatal(err)
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			strings.HasPrefix(string(b), "module github.com/extauth/extauth\n") {
 			return dir
 		}
 		parent := filepath.Dir(dir)

@@ -1,0 +1,392 @@
+// Package stack runs extauth the way a user meets it, on loopback: Debian's
+// nginx with the reference config (examples/nginx/protected-app.conf), a real
+// OpenID provider (zitadel's example OP, see e2e/op), extauth itself, and a
+// small upstream app that echoes the identity headers it receives. The
+// browser tests and `make demo` both start it.
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/extauth/extauth/e2e/op"
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/server"
+)
+
+// Options shape the stack; zero values pick free loopback ports.
+type Options struct {
+	// AccessTokenTTL is the provider's access-token lifetime (short, so that
+	// refresh happens within a test). Default 30s.
+	AccessTokenTTL time.Duration
+	// RefreshBefore is extauth's session.refreshBefore. Default 1s.
+	RefreshBefore time.Duration
+	// NginxPort is the port the browser uses (0: a free one).
+	NginxPort int
+	// OPPort is the provider's port (0: a free one).
+	OPPort int
+	// Dir holds nginx's config, logs and temp files (default: a new temp dir).
+	Dir string
+	// Log receives extauth's logs (default: discarded).
+	Log *slog.Logger
+	// Provider, when set, is used instead of starting the zitadel OP (the
+	// in-process fake provider serves token sets of exact sizes).
+	Provider *ExternalProvider
+}
+
+// ExternalProvider is an OpenID provider the caller runs.
+type ExternalProvider struct {
+	Issuer, ClientID, ClientSecret string
+}
+
+// Stack is a running stack.
+type Stack struct {
+	URL      string // the protected app through nginx, e.g. http://127.0.0.1:8080
+	OP       *op.Provider
+	Config   *config.Config // extauth's configuration (its session secret opens cookies in tests)
+	Dir      string
+	app      *http.Server
+	nginx    *exec.Cmd
+	cancel   context.CancelFunc
+	extauthC chan error
+}
+
+const (
+	clientID     = "extauth-e2e"
+	clientSecret = "e2e-secret"
+)
+
+// Start brings everything up and waits until nginx answers.
+func Start(ctx context.Context, o Options) (*Stack, error) {
+	if o.AccessTokenTTL == 0 {
+		o.AccessTokenTTL = 30 * time.Second
+	}
+	if o.RefreshBefore == 0 {
+		o.RefreshBefore = time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Stack{}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Stop()
+		}
+	}()
+	var err error
+	if s.Dir = o.Dir; s.Dir == "" {
+		if s.Dir, err = os.MkdirTemp("", "extauth-e2e-"); err != nil {
+			return nil, err
+		}
+	}
+	// nginx's workers run as nobody when the master is root: let them in.
+	if err := os.Chmod(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+
+	nginxPort := o.NginxPort
+	if nginxPort == 0 {
+		if nginxPort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	s.URL = fmt.Sprintf("http://127.0.0.1:%d", nginxPort)
+
+	// The provider.
+	idp := o.Provider
+	if idp == nil {
+		s.OP, err = op.Start(op.Config{
+			Addr:                   fmt.Sprintf("127.0.0.1:%d", o.OPPort),
+			ClientID:               clientID,
+			ClientSecret:           clientSecret,
+			RedirectURIs:           []string{s.URL + "/oauth2/callback"},
+			PostLogoutRedirectURIs: []string{s.URL + "/"},
+			AccessTokenTTL:         o.AccessTokenTTL,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("start provider: %w", err)
+		}
+		idp = &ExternalProvider{Issuer: s.OP.Issuer(), ClientID: clientID, ClientSecret: clientSecret}
+	}
+
+	// The upstream app.
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.app = &http.Server{Handler: http.HandlerFunc(echoApp), ReadHeaderTimeout: 5 * time.Second}
+	go s.app.Serve(appLn)
+
+	// extauth, from a YAML file as users write it.
+	extauthLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		extauthLn.Close()
+		return nil, err
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	yaml := fmt.Sprintf(`
+server:
+  address: %q
+  metricsAddress: %q
+  shutdownTimeout: 5s
+oidc:
+  issuerURL: %q
+  clientID: %q
+  clientSecret: %q
+  redirectURL: %q
+  postLogoutRedirectURL: %q
+session:
+  cookieSecure: false          # plain http on loopback
+  refreshBefore: %s
+  secrets: [%q]
+logging:
+  level: debug
+`, extauthLn.Addr(), metricsLn.Addr(), idp.Issuer, idp.ClientID, idp.ClientSecret,
+		s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret))
+	if s.Config, err = config.Parse([]byte(yaml)); err != nil {
+		extauthLn.Close()
+		metricsLn.Close()
+		return nil, fmt.Errorf("extauth config: %w", err)
+	}
+	srv, err := server.New(s.Config, o.Log, "e2e")
+	if err != nil {
+		return nil, err
+	}
+	var runCtx context.Context
+	runCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.extauthC = make(chan error, 1)
+	go func() { s.extauthC <- srv.Serve(runCtx, extauthLn, metricsLn) }()
+	if err := waitHTTP(ctx, "http://"+extauthLn.Addr().String()+"/readyz", 15*time.Second); err != nil {
+		return nil, fmt.Errorf("extauth never became ready: %w", err)
+	}
+
+	// nginx with the reference config.
+	if err := s.startNginx(ctx, nginxPort, extauthLn.Addr().String(), appLn.Addr().String()); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// Stop ends everything; it is safe to call more than once.
+func (s *Stack) Stop() {
+	if s.nginx != nil && s.nginx.Process != nil {
+		_ = s.nginx.Process.Signal(syscall.SIGQUIT)
+		done := make(chan struct{})
+		go func() { s.nginx.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = s.nginx.Process.Kill()
+		}
+		s.nginx = nil
+	}
+	if s.cancel != nil {
+		s.cancel()
+		<-s.extauthC
+		s.cancel = nil
+	}
+	if s.app != nil {
+		_ = s.app.Close()
+		s.app = nil
+	}
+	if s.OP != nil {
+		_ = s.OP.Close()
+		s.OP = nil
+	}
+}
+
+// NginxLog returns nginx's error log, for test failures.
+func (s *Stack) NginxLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "error.log"))
+	return string(b)
+}
+
+func (s *Stack) startNginx(ctx context.Context, port int, extauthAddr, appAddr string) error {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, statErr := os.Stat("/usr/sbin/nginx"); statErr != nil {
+			return errors.New("nginx not found: apt-get install nginx libnginx-mod-http-ndk libnginx-mod-http-set-misc")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	ref, err := ReferenceConfig()
+	if err != nil {
+		return err
+	}
+	site, err := substitute(ref, map[string]string{
+		"server 127.0.0.1:4180;": "server " + extauthAddr + ";",
+		"server 127.0.0.1:8081;": "server " + appAddr + ";",
+		"listen 127.0.0.1:8080;": fmt.Sprintf("listen 127.0.0.1:%d;", port),
+	})
+	if err != nil {
+		return err
+	}
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;"
+	}
+	for _, d := range []string{"tmp", "logs"} {
+		if err := os.MkdirAll(filepath.Join(s.Dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	main := fmt.Sprintf(`
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_set_misc_module.so;
+%s
+worker_processes 2;
+pid %[2]s/nginx.pid;
+error_log %[2]s/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log %[2]s/access.log;
+    client_body_temp_path %[2]s/tmp/body;
+    proxy_temp_path %[2]s/tmp/proxy;
+    fastcgi_temp_path %[2]s/tmp/fastcgi;
+    uwsgi_temp_path %[2]s/tmp/uwsgi;
+    scgi_temp_path %[2]s/tmp/scgi;
+    large_client_header_buffers 4 16k;
+    proxy_buffer_size 16k;
+    proxy_buffers 8 16k;
+    include %[2]s/protected-app.conf;
+}
+`, user, s.Dir)
+	if err := os.WriteFile(filepath.Join(s.Dir, "protected-app.conf"), []byte(site), 0o644); err != nil {
+		return err
+	}
+	conf := filepath.Join(s.Dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(main), 0o644); err != nil {
+		return err
+	}
+	if out, err := exec.Command(bin, "-t", "-p", s.Dir, "-c", conf).CombinedOutput(); err != nil {
+		return fmt.Errorf("nginx -t: %v\n%s", err, out)
+	}
+	s.nginx = exec.Command(bin, "-p", s.Dir, "-c", conf, "-g", "daemon off;")
+	s.nginx.Stdout, s.nginx.Stderr = os.Stderr, os.Stderr
+	if err := s.nginx.Start(); err != nil {
+		return fmt.Errorf("start nginx: %w", err)
+	}
+	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
+		return fmt.Errorf("nginx never answered: %w\n%s", err, s.NginxLog())
+	}
+	return nil
+}
+
+// ReferenceConfig reads examples/nginx/protected-app.conf from the repository.
+func ReferenceConfig() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "examples", "nginx", "protected-app.conf"))
+		if err == nil {
+			return string(b), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("examples/nginx/protected-app.conf not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// substitute replaces each key exactly once, so that a change of the
+// reference config cannot silently leave the stack on other addresses.
+func substitute(s string, repl map[string]string) (string, error) {
+	for old, new := range repl {
+		if n := strings.Count(s, old); n != 1 {
+			return "", fmt.Errorf("reference nginx config: %q appears %d times, want 1", old, n)
+		}
+		s = strings.Replace(s, old, new, 1)
+	}
+	return s, nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+			last = fmt.Errorf("status %d", resp.StatusCode)
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return last
+}
+
+// echoApp is the protected app: a page that shows the identity headers it
+// received; /fail answers the same page with status 500; /api/* answers JSON.
+func echoApp(w http.ResponseWriter, r *http.Request) {
+	var names []string
+	for name := range r.Header {
+		if strings.HasPrefix(name, "X-Auth-Request-") {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"user":%q}`, r.Header.Get("X-Auth-Request-User"))
+		return
+	}
+	status := http.StatusOK
+	if r.URL.Path == "/fail" {
+		status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<!doctype html><html><head><title>Protected app</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 3em">
+<h1 id="greeting">Hello, %s</h1>
+<p>You reached <code id="path">%s</code> through nginx and extauth (status %d).</p>
+<table id="headers">`, html.EscapeString(r.Header.Get("X-Auth-Request-Email")), html.EscapeString(r.URL.RequestURI()), status)
+	for _, name := range names {
+		fmt.Fprintf(w, `<tr><th style="text-align:left">%s</th><td data-header="%s">%s</td></tr>`,
+			html.EscapeString(name), html.EscapeString(name), html.EscapeString(r.Header.Get(name)))
+	}
+	fmt.Fprint(w, `</table><p><a href="/oauth2/sign_out">Sign out</a></p></body></html>`)
+}
