@@ -60,6 +60,7 @@ type Stack struct {
 	OP       *op.Provider
 	Config   *config.Config // extauth's configuration (its session secret opens cookies in tests)
 	Dir      string
+	ownDir   bool // Dir was made by Start and goes with Stop
 	app      *http.Server
 	nginx    *exec.Cmd
 	cancel   context.CancelFunc
@@ -94,6 +95,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		if s.Dir, err = os.MkdirTemp("", "extauth-e2e-"); err != nil {
 			return nil, err
 		}
+		s.ownDir = true
 	}
 	// nginx's workers run as nobody when the master is root: let them in.
 	if err := os.Chmod(s.Dir, 0o755); err != nil {
@@ -214,6 +216,10 @@ func (s *Stack) Stop() {
 	if s.OP != nil {
 		_ = s.OP.Close()
 		s.OP = nil
+	}
+	if s.ownDir {
+		_ = os.RemoveAll(s.Dir)
+		s.ownDir = false
 	}
 }
 

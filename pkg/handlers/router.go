@@ -130,11 +130,12 @@ func (h *handler) wrap(next handlerFunc) gin.HandlerFunc {
 // what the handler decided. Never a token, code, cookie or secret.
 func (h *handler) logRequest(c *gin.Context, rl *reqLog, start time.Time) {
 	status := c.Writer.Status()
+	route := c.FullPath()
 	level := slog.LevelInfo
-	if status >= 500 {
+	// A 5xx is ours to look at, except readiness saying "not yet".
+	if status >= 500 && route != "/readyz" {
 		level = slog.LevelError
 	}
-	route := c.FullPath()
 	if route == "" {
 		route = "unmatched"
 	}
