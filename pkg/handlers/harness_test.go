@@ -148,7 +148,17 @@ func (e *testEnv) discover() *testEnv {
 // do serves one request through the router.
 func (e *testEnv) do(method, target string, cookies []*http.Cookie, header http.Header) *httptest.ResponseRecorder {
 	e.t.Helper()
-	req := httptest.NewRequest(method, target, nil)
+	return e.doBody(method, target, "", header, cookies...)
+}
+
+// doBody serves one request with a body through the router.
+func (e *testEnv) doBody(method, target, body string, header http.Header, cookies ...*http.Cookie) *httptest.ResponseRecorder {
+	e.t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, r)
 	req.Host = testHost
 	req.RemoteAddr = "10.1.2.3:4567"
 	for k, v := range header {

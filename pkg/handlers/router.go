@@ -131,13 +131,14 @@ func (h *handler) wrap(next handlerFunc) gin.HandlerFunc {
 func (h *handler) logRequest(c *gin.Context, rl *reqLog, start time.Time) {
 	status := c.Writer.Status()
 	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	h.Metrics.ObserveHTTP(route, c.Request.Method, status, time.Since(start).Seconds())
 	level := slog.LevelInfo
 	// A 5xx is ours to look at, except readiness saying "not yet".
 	if status >= 500 && route != "/readyz" {
 		level = slog.LevelError
-	}
-	if route == "" {
-		route = "unmatched"
 	}
 	if !h.Log.Enabled(c.Request.Context(), level) {
 		return

@@ -5,6 +5,8 @@ package metrics
 
 import (
 	"runtime"
+	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -66,6 +68,15 @@ type Metrics struct {
 	HTTPRequestDuration *prometheus.HistogramVec // route
 	BuildInfo           *prometheus.GaugeVec     // version, goversion
 	authObservers       map[string]authObserver
+
+	httpMu        sync.RWMutex
+	httpCounters  map[httpKey]prometheus.Counter
+	httpDurations map[string]prometheus.Observer
+}
+
+type httpKey struct {
+	route, method string
+	code          int
 }
 
 type authObserver struct {
@@ -135,6 +146,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 
+	m.httpCounters = map[httpKey]prometheus.Counter{}
+	m.httpDurations = map[string]prometheus.Observer{}
 	m.authObservers = make(map[string]authObserver)
 	for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
 		m.authObservers[r] = authObserver{m.AuthRequests.WithLabelValues(r), m.AuthRequestDuration.WithLabelValues(r)}
@@ -162,6 +175,31 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}
 	}
 	return m
+}
+
+// ObserveHTTP counts one request by route pattern (never the raw path),
+// method and status code, and observes its duration by route. The label
+// children are cached: this runs for every request.
+func (m *Metrics) ObserveHTTP(route, method string, code int, seconds float64) {
+	key := httpKey{route, method, code}
+	m.httpMu.RLock()
+	c, ok := m.httpCounters[key]
+	d := m.httpDurations[route]
+	m.httpMu.RUnlock()
+	if !ok || d == nil {
+		m.httpMu.Lock()
+		if c, ok = m.httpCounters[key]; !ok {
+			c = m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(code))
+			m.httpCounters[key] = c
+		}
+		if d = m.httpDurations[route]; d == nil {
+			d = m.HTTPRequestDuration.WithLabelValues(route)
+			m.httpDurations[route] = d
+		}
+		m.httpMu.Unlock()
+	}
+	c.Inc()
+	d.Observe(seconds)
 }
 
 // ObserveAuth counts one check and its duration without a label lookup:
