@@ -79,7 +79,7 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 	}
 
 	ctx := r.Context()
-	tokens, err := h.Provider.Exchange(ctx, code, flow.Verifier, h.redirectURL(r))
+	tokens, err := h.Provider.Exchange(ctx, code, flow.Verifier, flow.RedirectURL)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {

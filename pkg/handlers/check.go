@@ -24,35 +24,51 @@ var noStore = []string{"no-store"}
 // status into a 500, and with auth-keepalive accepts only 200. Never a
 // redirect, never a body.
 func (h *handler) check(c *gin.Context, rl *reqLog) {
-	start := time.Now()
-	c.Writer.Header()["Cache-Control"] = noStore
-	result, status := h.decide(c, rl)
-	rl.result = result
-	c.Status(status)
-	c.Writer.WriteHeaderNow()
-	h.Metrics.ObserveAuth(result, time.Since(start).Seconds())
+	h.serveCheck(c, rl, metrics.CheckNginx, func() (string, int) {
+		r := c.Request
+		// The original request comes from X-Original-URL and -Method, which
+		// nginx sets itself; X-Forwarded-* from the client pass through nginx
+		// untouched and are never read here. One that is present but broken
+		// fails closed.
+		if raw := r.Header.Get("X-Original-Url"); raw != "" && !validOriginalURL(raw) {
+			rl.reason = "unparsable X-Original-URL"
+			return metrics.AuthUnauthenticated, http.StatusUnauthorized
+		}
+		if m := r.Header.Get("X-Original-Method"); m != "" && !validMethod(m) {
+			rl.reason = "invalid X-Original-Method"
+			return metrics.AuthUnauthenticated, http.StatusUnauthorized
+		}
+		return h.authorize(c, rl, r.URL.RawQuery)
+	})
 }
 
-// decide returns the metric result and the status of a check.
-func (h *handler) decide(c *gin.Context, rl *reqLog) (string, int) {
-	r := c.Request
-	// The original request comes from X-Original-URL and -Method, which nginx
-	// sets itself; X-Forwarded-* from the client pass through nginx untouched
-	// and are never read here. One that is present but broken fails closed.
-	if raw := r.Header.Get("X-Original-Url"); raw != "" && !validOriginalURL(raw) {
-		rl.reason = "unparsable X-Original-URL"
-		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+// serveCheck answers a check of any gateway: it runs decide, writes the
+// status with Cache-Control: no-store and no body, and counts the result.
+func (h *handler) serveCheck(c *gin.Context, rl *reqLog, endpoint string, decide func() (string, int)) {
+	start := time.Now()
+	c.Writer.Header()["Cache-Control"] = noStore
+	result, status := decide()
+	rl.result = result
+	if !c.Writer.Written() { // a sign-in redirect is written already
+		c.Status(status)
+		c.Writer.WriteHeaderNow()
 	}
-	if m := r.Header.Get("X-Original-Method"); m != "" && (len(m) > 32 || !isToken(m)) {
-		rl.reason = "invalid X-Original-Method"
-		return metrics.AuthUnauthenticated, http.StatusUnauthorized
-	}
+	h.Metrics.ObserveAuth(endpoint, result, time.Since(start).Seconds())
+}
 
+func validMethod(m string) bool { return len(m) <= 32 && isToken(m) }
+
+// authorize is the check core every gateway shares: the session (or a
+// bearer token), logout records, refresh, then the policy, narrowed by the
+// allowed_* parameters in policyQuery. It returns the metric result and
+// 200, 401 or 403.
+func (h *handler) authorize(c *gin.Context, rl *reqLog, policyQuery string) (string, int) {
+	r := c.Request
 	st, err := h.Sessions.Load(r)
 	if err != nil {
 		if errors.Is(err, session.ErrNoSession) && h.Config.Authorization.BearerTokens {
 			if st = h.bearerSession(c, rl); st != nil {
-				return h.allow(c, rl, st)
+				return h.allow(c, rl, st, policyQuery)
 			}
 		}
 		rl.reason = sessionErrReason(err)
@@ -70,7 +86,7 @@ func (h *handler) decide(c *gin.Context, rl *reqLog) (string, int) {
 			return metrics.AuthUnauthenticated, status
 		}
 	}
-	return h.allow(c, rl, st)
+	return h.allow(c, rl, st, policyQuery)
 }
 
 // ended reports whether a logout record covers the session: its provider
@@ -96,15 +112,15 @@ func (h *handler) ended(c *gin.Context, st *session.State) bool {
 }
 
 // allow applies the policy to a valid session and sets the identity headers.
-func (h *handler) allow(c *gin.Context, rl *reqLog, st *session.State) (string, int) {
+func (h *handler) allow(c *gin.Context, rl *reqLog, st *session.State, policyQuery string) (string, int) {
 	rl.sub = st.Subject
 	id := policy.Identity{Email: st.Email, Groups: st.Groups}
 	if ok, reason := h.rules.Decide(id); !ok {
 		rl.reason = string(reason)
 		return metrics.AuthForbidden, http.StatusForbidden
 	}
-	if q := c.Request.URL.RawQuery; q != "" {
-		rules, err := policy.ParseQuery(q)
+	if policyQuery != "" {
+		rules, err := policy.ParseQuery(policyQuery)
 		if err != nil {
 			// A broken annotation must not open the door: deny.
 			rl.reason = "malformed allowed_* query"

@@ -83,6 +83,7 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		}
 		h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
 		rl.reason = "refreshed (" + result + ")"
+		rl.refreshed = true
 		return res.state, http.StatusOK
 	case errors.As(err, &over):
 		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshInvalidGrant).Inc()

@@ -84,12 +84,17 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// A check must never answer with a redirect of gin's own making.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 	r.NoRoute(h.wrap(func(c *gin.Context, _ *reqLog) { h.errorPage(c, http.StatusNotFound, "Not found.") }))
 	r.NoMethod(h.wrap(func(c *gin.Context, _ *reqLog) { h.errorPage(c, http.StatusMethodNotAllowed, "Method not allowed.") }))
 
 	g := r.Group(h.prefix)
 	g.GET("/auth", h.wrap(h.check))
 	g.HEAD("/auth", h.wrap(h.check))
+	g.Any("/forward-auth", h.wrap(h.forwardAuth))
+	g.Any("/ext-authz/*path", h.wrap(h.extAuthz))
 	g.GET("/start", h.wrap(h.start))
 	g.GET("/callback", h.wrap(h.callback))
 	g.GET("/userinfo", h.wrap(h.userinfo))
@@ -107,6 +112,8 @@ type reqLog struct {
 	result string
 	sub    string
 	reason string
+	// refreshed: the answer carries a new session cookie.
+	refreshed bool
 }
 
 // handlerFunc is an endpoint; it notes what it decided in the request's log line.

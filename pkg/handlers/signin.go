@@ -20,13 +20,20 @@ func (h *handler) start(c *gin.Context, rl *reqLog) {
 		return
 	}
 	returnURL, ok := h.returnURL(c.Request)
+	h.redirectToProvider(c, rl, returnURL, ok, h.redirectURL(c.Request))
+}
+
+// redirectToProvider starts a sign-in: a new flow (state, nonce, PKCE
+// verifier, return URL) bound to this browser by the flow cookie, and a 302
+// to the provider's authorization endpoint. returnOK says whether the
+// return URL passed the rules (else it is "/" already); it is counted.
+func (h *handler) redirectToProvider(c *gin.Context, rl *reqLog, returnURL string, returnOK bool, redirectURL string) {
 	result := metrics.SigninRedirected
-	if !ok {
+	if !returnOK {
 		result = metrics.SigninInvalidRedirect
 		rl.reason = "return URL rejected, using /"
 	}
-
-	flow := session.Flow{ReturnURL: returnURL, Expires: h.Now().Add(session.FlowTTL)}
+	flow := session.Flow{ReturnURL: returnURL, RedirectURL: redirectURL, Expires: h.Now().Add(session.FlowTTL)}
 	var err error
 	if flow.State, err = h.random(32); err == nil {
 		if flow.Nonce, err = h.random(32); err == nil && h.Provider.PKCE() {
@@ -39,7 +46,7 @@ func (h *handler) start(c *gin.Context, rl *reqLog) {
 		h.errorPage(c, http.StatusInternalServerError, "Could not start the sign-in.")
 		return
 	}
-	authURL, err := h.Provider.AuthCodeURL(h.redirectURL(c.Request), flow.State, flow.Nonce, flow.Verifier)
+	authURL, err := h.Provider.AuthCodeURL(redirectURL, flow.State, flow.Nonce, flow.Verifier)
 	if err != nil {
 		rl.reason = "provider not ready"
 		h.errorPage(c, http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment.")
@@ -50,7 +57,9 @@ func (h *handler) start(c *gin.Context, rl *reqLog) {
 		h.errorPage(c, http.StatusInternalServerError, "Could not start the sign-in.")
 		return
 	}
-	rl.result = result
+	if rl.result == "" {
+		rl.result = result
+	}
 	h.Metrics.Signins.WithLabelValues(result).Inc()
 	c.Header("Cache-Control", "no-store")
 	c.Redirect(http.StatusFound, authURL)

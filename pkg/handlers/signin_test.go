@@ -119,7 +119,7 @@ func TestSignInFlow(t *testing.T) {
 	if v := testutil.ToFloat64(e.metrics.Signins.WithLabelValues(metrics.SigninRedirected)); v != 1 {
 		t.Errorf("signins redirected = %v", v)
 	}
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.AuthAuthenticated)); v != 1 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthAuthenticated)); v != 1 {
 		t.Errorf("auth authenticated = %v", v)
 	}
 }

@@ -14,6 +14,11 @@ import (
 
 // Label values of the contract.
 const (
+	// The check's endpoint, one per gateway contract.
+	CheckNginx       = "auth"         // /oauth2/auth: nginx auth_request
+	CheckForwardAuth = "forward_auth" // /oauth2/forward-auth: Traefik, Caddy
+	CheckExtAuthz    = "ext_authz"    // /oauth2/ext-authz/*: Envoy
+
 	AuthAuthenticated   = "authenticated"
 	AuthUnauthenticated = "unauthenticated"
 	AuthForbidden       = "forbidden"
@@ -54,8 +59,8 @@ const (
 
 // Metrics holds the collectors; New registers them on the given registry.
 type Metrics struct {
-	AuthRequests        *prometheus.CounterVec   // result
-	AuthRequestDuration *prometheus.HistogramVec // result
+	AuthRequests        *prometheus.CounterVec   // endpoint, result
+	AuthRequestDuration *prometheus.HistogramVec // endpoint, result
 	Signins             *prometheus.CounterVec   // result
 	Callbacks           *prometheus.CounterVec   // result
 	TokenRefreshes      *prometheus.CounterVec   // result
@@ -67,7 +72,7 @@ type Metrics struct {
 	HTTPRequests        *prometheus.CounterVec   // route, method, code
 	HTTPRequestDuration *prometheus.HistogramVec // route
 	BuildInfo           *prometheus.GaugeVec     // version, goversion
-	authObservers       map[string]authObserver
+	authObservers       map[[2]string]authObserver
 
 	httpMu        sync.RWMutex
 	httpCounters  map[httpKey]prometheus.Counter
@@ -97,11 +102,11 @@ var idpBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 func New(reg prometheus.Registerer, version string) *Metrics {
 	m := &Metrics{
 		AuthRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauth_auth_requests_total", Help: "Auth checks answered, by result.",
-		}, []string{"result"}),
+			Name: "extauth_auth_requests_total", Help: "Auth checks answered, by gateway endpoint and result.",
+		}, []string{"endpoint", "result"}),
 		AuthRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "extauth_auth_request_duration_seconds", Help: "Time to answer an auth check, by result.", Buckets: checkBuckets,
-		}, []string{"result"}),
+			Name: "extauth_auth_request_duration_seconds", Help: "Time to answer an auth check, by gateway endpoint and result.", Buckets: checkBuckets,
+		}, []string{"endpoint", "result"}),
 		Signins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauth_signins_total", Help: "Sign-ins started, by result.",
 		}, []string{"result"}),
@@ -148,9 +153,11 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 
 	m.httpCounters = map[httpKey]prometheus.Counter{}
 	m.httpDurations = map[string]prometheus.Observer{}
-	m.authObservers = make(map[string]authObserver)
-	for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
-		m.authObservers[r] = authObserver{m.AuthRequests.WithLabelValues(r), m.AuthRequestDuration.WithLabelValues(r)}
+	m.authObservers = make(map[[2]string]authObserver)
+	for _, e := range []string{CheckNginx, CheckForwardAuth, CheckExtAuthz} {
+		for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
+			m.authObservers[[2]string{e, r}] = authObserver{m.AuthRequests.WithLabelValues(e, r), m.AuthRequestDuration.WithLabelValues(e, r)}
+		}
 	}
 	for _, r := range []string{SigninRedirected, SigninInvalidRedirect} {
 		m.Signins.WithLabelValues(r)
@@ -204,10 +211,10 @@ func (m *Metrics) ObserveHTTP(route, method string, code int, seconds float64) {
 
 // ObserveAuth counts one check and its duration without a label lookup:
 // this runs on every request of every protected app.
-func (m *Metrics) ObserveAuth(result string, seconds float64) {
-	o, ok := m.authObservers[result]
+func (m *Metrics) ObserveAuth(endpoint, result string, seconds float64) {
+	o, ok := m.authObservers[[2]string{endpoint, result}]
 	if !ok {
-		o = authObserver{m.AuthRequests.WithLabelValues(result), m.AuthRequestDuration.WithLabelValues(result)}
+		o = authObserver{m.AuthRequests.WithLabelValues(endpoint, result), m.AuthRequestDuration.WithLabelValues(endpoint, result)}
 	}
 	o.count.Inc()
 	o.duration.Observe(seconds)

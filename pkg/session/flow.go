@@ -14,7 +14,11 @@ type Flow struct {
 	Nonce     string
 	Verifier  string // PKCE code verifier (RFC 7636); empty without PKCE
 	ReturnURL string
-	Expires   time.Time
+	// RedirectURL is the redirect_uri sent to the provider; the code
+	// exchange must send the same (RFC 6749 §4.1.3), whichever host or
+	// scheme the callback reaches us through.
+	RedirectURL string
+	Expires     time.Time
 }
 
 // Flows are the sign-ins in flight in one browser, oldest first. Several
@@ -38,6 +42,7 @@ func (f Flows) MarshalBinary() ([]byte, error) {
 		b = appendString(b, fl.Nonce)
 		b = appendString(b, fl.Verifier)
 		b = appendString(b, fl.ReturnURL)
+		b = appendString(b, fl.RedirectURL)
 		b = binary.AppendVarint(b, fl.Expires.Unix())
 	}
 	return b, nil
@@ -52,11 +57,12 @@ func (f *Flows) UnmarshalBinary(data []byte) error {
 	var out Flows
 	for len(d.b) > 0 && d.err == nil && len(out) <= maxFlows {
 		out = append(out, Flow{
-			State:     d.string(),
-			Nonce:     d.string(),
-			Verifier:  d.string(),
-			ReturnURL: d.string(),
-			Expires:   time.Unix(d.varint(), 0),
+			State:       d.string(),
+			Nonce:       d.string(),
+			Verifier:    d.string(),
+			ReturnURL:   d.string(),
+			RedirectURL: d.string(),
+			Expires:     time.Unix(d.varint(), 0),
 		})
 	}
 	if d.err != nil || len(d.b) != 0 {
