@@ -47,6 +47,9 @@ type Options struct {
 	// Provider, when set, is used instead of starting the zitadel OP (the
 	// in-process fake provider serves token sets of exact sizes).
 	Provider *ExternalProvider
+	// Gateway is "nginx" (default: examples/nginx/protected-app.conf) or
+	// "caddy" (examples/caddy/Caddyfile, forward_auth).
+	Gateway string
 }
 
 // ExternalProvider is an OpenID provider the caller runs.
@@ -62,7 +65,7 @@ type Stack struct {
 	Dir      string
 	ownDir   bool // Dir was made by Start and goes with Stop
 	app      *http.Server
-	nginx    *exec.Cmd
+	gateway  *exec.Cmd // nginx or caddy
 	cancel   context.CancelFunc
 	extauthC chan error
 }
@@ -145,6 +148,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		extauthLn.Close()
 		return nil, err
 	}
+	// Caddy's forward_auth speaks X-Forwarded-*, believed only from trusted
+	// peers; nginx's auth_request needs no trust.
+	trusted := "[]"
+	if o.Gateway == "caddy" {
+		trusted = "[127.0.0.1/32]"
+	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	yaml := fmt.Sprintf(`
@@ -152,6 +161,7 @@ server:
   address: %q
   metricsAddress: %q
   shutdownTimeout: 5s
+  trustedProxies: %s
 oidc:
   issuerURL: %q
   clientID: %q
@@ -164,7 +174,7 @@ session:
   secrets: [%q]
 logging:
   level: debug
-`, extauthLn.Addr(), metricsLn.Addr(), idp.Issuer, idp.ClientID, idp.ClientSecret,
+`, extauthLn.Addr(), metricsLn.Addr(), trusted, idp.Issuer, idp.ClientID, idp.ClientSecret,
 		s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret))
 	if s.Config, err = config.Parse([]byte(yaml)); err != nil {
 		extauthLn.Close()
@@ -183,8 +193,16 @@ logging:
 		return nil, fmt.Errorf("extauth never became ready: %w", err)
 	}
 
-	// nginx with the reference config.
-	if err := s.startNginx(ctx, nginxPort, extauthLn.Addr().String(), appLn.Addr().String()); err != nil {
+	// The gateway with its reference config.
+	switch o.Gateway {
+	case "", "nginx":
+		err = s.startNginx(ctx, nginxPort, extauthLn.Addr().String(), appLn.Addr().String())
+	case "caddy":
+		err = s.startCaddy(ctx, nginxPort, extauthLn.Addr().String(), appLn.Addr().String())
+	default:
+		err = fmt.Errorf("unknown gateway %q", o.Gateway)
+	}
+	if err != nil {
 		return nil, err
 	}
 	ok = true
@@ -193,16 +211,17 @@ logging:
 
 // Stop ends everything; it is safe to call more than once.
 func (s *Stack) Stop() {
-	if s.nginx != nil && s.nginx.Process != nil {
-		_ = s.nginx.Process.Signal(syscall.SIGQUIT)
+	if s.gateway != nil && s.gateway.Process != nil {
+		// SIGQUIT: nginx's graceful stop; caddy stops on it too.
+		_ = s.gateway.Process.Signal(syscall.SIGQUIT)
 		done := make(chan struct{})
-		go func() { s.nginx.Wait(); close(done) }()
+		go func() { s.gateway.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-			_ = s.nginx.Process.Kill()
+			_ = s.gateway.Process.Kill()
 		}
-		s.nginx = nil
+		s.gateway = nil
 	}
 	if s.cancel != nil {
 		s.cancel()
@@ -223,7 +242,7 @@ func (s *Stack) Stop() {
 	}
 }
 
-// NginxLog returns nginx's error log, for test failures.
+// NginxLog returns the gateway's error log (nginx's or caddy's), for test failures.
 func (s *Stack) NginxLog() string {
 	b, _ := os.ReadFile(filepath.Join(s.Dir, "error.log"))
 	return string(b)
@@ -289,9 +308,9 @@ http {
 	if out, err := exec.Command(bin, "-t", "-p", s.Dir, "-c", conf).CombinedOutput(); err != nil {
 		return fmt.Errorf("nginx -t: %v\n%s", err, out)
 	}
-	s.nginx = exec.Command(bin, "-p", s.Dir, "-c", conf, "-g", "daemon off;")
-	s.nginx.Stdout, s.nginx.Stderr = os.Stderr, os.Stderr
-	if err := s.nginx.Start(); err != nil {
+	s.gateway = exec.Command(bin, "-p", s.Dir, "-c", conf, "-g", "daemon off;")
+	s.gateway.Stdout, s.gateway.Stderr = os.Stderr, os.Stderr
+	if err := s.gateway.Start(); err != nil {
 		return fmt.Errorf("start nginx: %w", err)
 	}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
@@ -300,20 +319,65 @@ http {
 	return nil
 }
 
+// startCaddy runs Debian's caddy with examples/caddy/Caddyfile as it is;
+// the addresses come in the environment variables the file reads.
+func (s *Stack) startCaddy(ctx context.Context, port int, extauthAddr, appAddr string) error {
+	bin, err := exec.LookPath("caddy")
+	if err != nil {
+		return errors.New("caddy not found: apt-get install caddy")
+	}
+	caddyfile, err := examplePath("caddy", "Caddyfile")
+	if err != nil {
+		return err
+	}
+	s.gateway = exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
+	s.gateway.Env = append(os.Environ(),
+		fmt.Sprintf("EXTAUTH_DEMO_PORT=%d", port),
+		"EXTAUTH_ADDR="+extauthAddr,
+		"EXTAUTH_APP_ADDR="+appAddr,
+		// Caddy's own state stays in the stack's folder.
+		"XDG_DATA_HOME="+filepath.Join(s.Dir, "data"),
+		"XDG_CONFIG_HOME="+filepath.Join(s.Dir, "config"),
+		"HOME="+s.Dir,
+	)
+	logFile, err := os.Create(filepath.Join(s.Dir, "error.log"))
+	if err != nil {
+		return err
+	}
+	s.gateway.Stdout, s.gateway.Stderr = logFile, logFile
+	if err := s.gateway.Start(); err != nil {
+		return fmt.Errorf("start caddy: %w", err)
+	}
+	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
+		return fmt.Errorf("caddy never answered: %w\n%s", err, s.NginxLog())
+	}
+	return nil
+}
+
 // ReferenceConfig reads examples/nginx/protected-app.conf from the repository.
 func ReferenceConfig() (string, error) {
+	path, err := examplePath("nginx", "protected-app.conf")
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(path)
+	return string(b), err
+}
+
+// examplePath finds examples/<parts…> above the working directory.
+func examplePath(parts ...string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
+	rel := filepath.Join(append([]string{"examples"}, parts...)...)
 	for {
-		b, err := os.ReadFile(filepath.Join(dir, "examples", "nginx", "protected-app.conf"))
-		if err == nil {
-			return string(b), nil
+		if _, err := os.Stat(filepath.Join(dir, rel)); err == nil {
+			return filepath.Join(dir, rel), nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("examples/nginx/protected-app.conf not found above the working directory")
+			return "", fmt.Errorf("%s not found above the working directory", rel)
 		}
 		dir = parent
 	}
