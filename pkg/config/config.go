@@ -44,6 +44,9 @@ type Server struct {
 	// TrustedProxies lists the CIDRs (or single IPs) whose X-Forwarded-*
 	// headers are believed, e.g. Traefik's. Default empty: none.
 	TrustedProxies []string `json:"trustedProxies"`
+	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener,
+	// which the ingress never exposes. Default false.
+	Pprof bool `json:"pprof"`
 
 	// TrustedPrefixes is TrustedProxies parsed by Validate; a single IP
 	// becomes a /32 or /128.

@@ -14,6 +14,33 @@ import (
 	"github.com/extauth/extauth/pkg/provider/providertest"
 )
 
+func TestPprofOptIn(t *testing.T) {
+	idp := providertest.New(t)
+	cfg := config.Default()
+	cfg.OIDC.IssuerURL, cfg.OIDC.ClientID, cfg.OIDC.ClientSecret = idp.Issuer, idp.ClientID, idp.ClientSecret
+	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+	cfg.Server.Pprof = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	metricsLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
+	defer func() { cancel(); <-done }()
+	if code, body := get(t, "http://"+metricsLn.Addr().String()+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof on the metrics listener: %d", code)
+	}
+	if code, _ := get(t, "http://"+mainLn.Addr().String()+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof on the main listener: %d", code)
+	}
+}
+
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -86,6 +113,9 @@ func TestServeLifecycle(t *testing.T) {
 	}
 	if code, _ := get(t, base+"/metrics"); code != http.StatusNotFound {
 		t.Errorf("/metrics is served on the main listener: %d", code)
+	}
+	if code, _ := get(t, "http://"+metricsLn.Addr().String()+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof served although server.pprof is off: %d", code)
 	}
 
 	cancel()
