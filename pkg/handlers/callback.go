@@ -123,7 +123,7 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 
 	now := h.Now()
 	sid, _ := claims["sid"].(string)
-	sessionID, err := h.random(16)
+	sessionID, err := h.newSessionID()
 	if err != nil {
 		return nil, "", &callbackError{metrics.CallbackExchangeFailed, http.StatusInternalServerError,
 			"Could not create the session.", "random source failed"}

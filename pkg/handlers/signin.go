@@ -78,6 +78,26 @@ func (h *handler) returnURL(r *http.Request) (string, bool) {
 	return h.redirects.Sanitize(raw, h.requestHost(r))
 }
 
+// newSessionID is a random UUID (version 4): 122 random bits, and stored in
+// 16 bytes by the session encoding.
+func (h *handler) newSessionID() (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(h.Rand, b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hex = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hex[c>>4], hex[c&0xf])
+	}
+	return string(out), nil
+}
+
 func (h *handler) random(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(h.Rand, b); err != nil {

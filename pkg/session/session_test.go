@@ -52,6 +52,7 @@ func stateFromTokenSet(t testing.TB, name string) *State {
 		t.Fatal(err)
 	}
 	return &State{
+		ID:      "3f2b8c1e-7d4a-4b6e-9c0f-1a2b3c4d5e6f", // as the callback makes it
 		Subject: claims.Sub, User: claims.Sub, Email: claims.Email,
 		PreferredUsername: claims.PreferredUsername, Groups: claims.Groups, SID: claims.SID,
 		tokens:       Tokens{AccessToken: ts.AccessToken, IDToken: ts.IDToken, RefreshToken: ts.RefreshToken},
@@ -82,6 +83,10 @@ func TestStateRoundTrip(t *testing.T) {
 		{"opaque tokens", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "opaque==", RefreshToken: "r.t", IDToken: "a.b.c.d"}}},
 		{"not canonical base64 stays verbatim", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "eyJ.eyJ.abd", IDToken: "a\n.b.c"}}},
 		{"compact JWTs", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "eyJh.eyJi.c2ln", IDToken: "YQ.Yg.Yw", RefreshToken: "x"}}},
+		{"shared JWT headers", State{Subject: "s", User: "s", tokens: Tokens{AccessToken: "eyJh.eyJi.c2ln", IDToken: "eyJh.eyJj.c2lo", RefreshToken: "eyJh.eyJr.c2lp"}}},
+		{"shared header after an opaque token", State{tokens: Tokens{AccessToken: "opaque", IDToken: "eyJh.eyJj.c2lo", RefreshToken: "eyJh.eyJr.c2lp"}}},
+		{"UUID identifiers", State{ID: "3f2b8c1e-7d4a-4b6e-9c0f-1a2b3c4d5e6f", Subject: "f1e2d3c4-b5a6-4789-8abc-def012345678", User: "f1e2d3c4-b5a6-4789-8abc-def012345678", SID: "4f6d1c2a-9b7e-4e0f-8a3d-2c5b7e9f1a04"}},
+		{"UUID-like but uppercase stays text", State{Subject: "F1E2D3C4-B5A6-4789-8ABC-DEF012345678", User: "x", SID: "4f6d1c2a-9b7e-4e0f-8a3d-2c5b7e9f1a0"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,6 +110,23 @@ func TestStateRoundTrip(t *testing.T) {
 }
 
 // equalState compares every field, tokens included (decoding them if needed).
+func TestCompactEncodingSavesBytes(t *testing.T) {
+	plain := State{Subject: "x", tokens: Tokens{AccessToken: "eyJh.eyJi.c2ln", IDToken: "eyJh.eyJj.c2lo"}}
+	uuid := State{Subject: "f1e2d3c4-b5a6-4789-8abc-def012345678"}
+	text := State{Subject: "f1e2d3c4_b5a6_4789_8abc_def012345678"}
+	a, _ := plain.MarshalBinary()
+	plain.tokens.IDToken = "eyJk.eyJj.c2lo" // another header
+	b, _ := plain.MarshalBinary()
+	if len(a) >= len(b) {
+		t.Errorf("a shared header is stored again: %d vs %d bytes", len(a), len(b))
+	}
+	u, _ := uuid.MarshalBinary()
+	x, _ := text.MarshalBinary()
+	if len(x)-len(u) < 19 {
+		t.Errorf("a UUID sub takes %d bytes, text %d", len(u), len(x))
+	}
+}
+
 func equalState(a, b *State) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)

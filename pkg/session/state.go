@@ -77,12 +77,7 @@ func (s *State) RefreshToken() string {
 		return s.tokens.RefreshToken
 	}
 	d := decoder{b: s.rawTokens}
-	for range 2 {
-		if !d.skipToken() {
-			return ""
-		}
-	}
-	return d.oneToken()
+	return d.oneToken(2)
 }
 
 // SetTokens replaces the session's tokens.
@@ -107,6 +102,9 @@ const (
 	tokenAbsent  = 0
 	tokenOpaque  = 1 // stored verbatim
 	tokenCompact = 2 // a JWS compact serialization stored as its three raw segments
+	// tokenCompactSameHeader: as tokenCompact, with the header of the token
+	// before it (the access and ID tokens of one provider share theirs).
+	tokenCompactSameHeader = 3
 )
 
 // limits that keep a hostile (even if authenticated) input from allocating much
@@ -129,28 +127,31 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	b = binary.AppendVarint(b, unixMilliOrZero(s.CreatedAt))
 	b = binary.AppendVarint(b, unixOrZero(s.ExpiresAt))
 	b = binary.AppendVarint(b, unixOrZero(s.AccessExpiry))
-	b = appendString(b, s.ID)
-	b = appendString(b, s.Subject)
+	b = appendID(b, s.ID)
+	b = appendID(b, s.Subject)
 	// Most deployments use sub as the user claim: store it once.
 	if s.User == s.Subject {
 		b = appendString(b, "")
 	} else {
-		b = appendString(b, s.User)
+		b = appendID(b, s.User)
 	}
 	b = appendString(b, s.Email)
 	b = appendString(b, s.PreferredUsername)
-	b = appendString(b, s.SID)
+	b = appendID(b, s.SID)
 	b = binary.AppendUvarint(b, uint64(len(s.Groups)))
 	for _, g := range s.Groups {
+		// As text: a large state is deflated, and groups as text repeat
+		// what its tokens say, which deflate folds away.
 		b = appendString(b, g)
 	}
 	if s.rawTokens != nil {
 		// Never decoded: write back the bytes as they came.
 		return append(b, s.rawTokens...), nil
 	}
-	b = appendToken(b, s.tokens.AccessToken)
-	b = appendToken(b, s.tokens.IDToken)
-	b = appendToken(b, s.tokens.RefreshToken)
+	var header []byte
+	b = appendToken(b, s.tokens.AccessToken, &header)
+	b = appendToken(b, s.tokens.IDToken, &header)
+	b = appendToken(b, s.tokens.RefreshToken, &header)
 	return b, nil
 }
 
@@ -178,15 +179,15 @@ func (s *State) unmarshalOwned(data []byte) error {
 		ExpiresAt:    timeOrZero(d.varint()),
 		AccessExpiry: timeOrZero(d.varint()),
 	}
-	s.ID = d.string()
-	s.Subject = d.string()
-	s.User = d.string()
+	s.ID = d.id()
+	s.Subject = d.id()
+	s.User = d.id()
 	if s.User == "" {
 		s.User = s.Subject
 	}
 	s.Email = d.string()
 	s.PreferredUsername = d.string()
-	s.SID = d.string()
+	s.SID = d.id()
 	n := d.uvarint()
 	if n > maxGroups || n > uint64(len(d.b)) {
 		return errCorrupt
@@ -253,9 +254,88 @@ func appendString(b []byte, s string) []byte {
 
 var b64 = base64.RawURLEncoding.Strict()
 
+// appendID writes an identifier. Providers (Keycloak, Entra ID, many
+// others) use UUIDs for sub and sid: a canonical lowercase UUID is stored as
+// its 16 bytes instead of 36 characters, which keeps a Keycloak session
+// inside one cookie with room to spare. The length field tells the forms
+// apart: an even value is 2×length of a plain string, 1 marks a UUID.
+func appendID(b []byte, s string) []byte {
+	if u, ok := parseUUID(s); ok {
+		b = append(b, 1)
+		return append(b, u[:]...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s))<<1)
+	return append(b, s...)
+}
+
+// id reads what appendID wrote.
+func (d *decoder) id() string {
+	v := d.uvarint()
+	if v == 1 {
+		if len(d.b) < 16 {
+			d.fail()
+			return ""
+		}
+		u := d.b[:16]
+		d.b = d.b[16:]
+		return formatUUID(u)
+	}
+	if v&1 != 0 || v>>1 > maxFieldSize || v>>1 > uint64(len(d.b)) {
+		d.fail()
+		return ""
+	}
+	n := v >> 1
+	f := d.b[:n]
+	d.b = d.b[n:]
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(&f[0], len(f))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// parseUUID accepts only the canonical lowercase form, so that formatting
+// the bytes gives back exactly the same string.
+func parseUUID(s string) (u [16]byte, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
+			continue
+		}
+		hi, lo := strings.IndexByte(hexDigits, s[i]), strings.IndexByte(hexDigits, s[i+1])
+		if hi < 0 || lo < 0 {
+			return u, false
+		}
+		u[j] = byte(hi<<4 | lo)
+		j++
+		i += 2
+	}
+	return u, true
+}
+
+func formatUUID(u []byte) string {
+	out := make([]byte, 36)
+	j := 0
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = hexDigits[c>>4], hexDigits[c&0xf]
+		j += 2
+	}
+	return unsafe.String(&out[0], len(out))
+}
+
 // appendToken stores a JWS compact serialization as its raw segments when
-// that round-trips exactly, and anything else verbatim.
-func appendToken(b []byte, tok string) []byte {
+// that round-trips exactly, and anything else verbatim. header holds the
+// raw header of the last compact token written, which the next may share.
+func appendToken(b []byte, tok string, header *[]byte) []byte {
 	if tok == "" {
 		return append(b, tokenAbsent)
 	}
@@ -263,22 +343,34 @@ func appendToken(b []byte, tok string) []byte {
 		// Strict decoding rejects padding and non-zero trailing bits, so a
 		// segment that decodes re-encodes to exactly itself. (It skips CR and
 		// LF, hence the check above.)
-		out := append(b, tokenCompact)
+		var raw [3][]byte
 		ok := true
-		for _, seg := range segs {
-			out = binary.AppendUvarint(out, uint64(b64.DecodedLen(len(seg))))
+		for i, seg := range segs {
 			var err error
-			if out, err = b64.AppendDecode(out, []byte(seg)); err != nil {
+			if raw[i], err = b64.DecodeString(seg); err != nil {
 				ok = false
 				break
 			}
 		}
 		if ok {
-			return out
+			if *header != nil && bytes.Equal(raw[0], *header) {
+				b = append(b, tokenCompactSameHeader)
+			} else {
+				b = append(b, tokenCompact)
+				b = appendBytes(b, raw[0])
+			}
+			*header = raw[0]
+			b = appendBytes(b, raw[1])
+			return appendBytes(b, raw[2])
 		}
 	}
 	b = append(b, tokenOpaque)
 	return appendString(b, tok)
+}
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
 }
 
 // decoder reads the encoding; the first error sticks and later reads return zero values.
@@ -340,52 +432,17 @@ func (d *decoder) string() string {
 	return unsafe.String(&b[0], len(b))
 }
 
-// skipTokens walks over the three tokens' framing without decoding them.
-func (d *decoder) skipTokens() bool {
-	return d.skipToken() && d.skipToken() && d.skipToken()
+// rawToken is one token as stored: opaque, or a JWT's raw segments.
+type rawToken struct {
+	kind    byte
+	opaque  string
+	h, p, s []byte
 }
 
-func (d *decoder) skipToken() bool {
-	switch d.byte() {
-	case tokenAbsent:
-	case tokenOpaque:
-		d.bytes()
-	case tokenCompact:
-		d.bytes()
-		d.bytes()
-		d.bytes()
-	default:
-		d.fail()
-	}
-	return d.err == nil
-}
-
-// oneToken decodes the next token on its own.
-func (d *decoder) oneToken() string {
-	switch d.byte() {
-	case tokenOpaque:
-		return string(d.bytes())
-	case tokenCompact:
-		h, p, s := d.bytes(), d.bytes(), d.bytes()
-		if d.err != nil {
-			return ""
-		}
-		return b64.EncodeToString(h) + "." + b64.EncodeToString(p) + "." + b64.EncodeToString(s)
-	default:
-		return ""
-	}
-}
-
-// tokens decodes the three tokens, re-encoding compact JWTs into one buffer
-// shared by the three strings.
-func (d *decoder) tokens() (access, id, refresh string) {
-	type raw struct {
-		kind    byte
-		opaque  string
-		h, p, s []byte
-	}
-	var ts [3]raw
-	size := 0
+// readTokens reads the three tokens without re-encoding them, resolving
+// shared headers.
+func (d *decoder) readTokens() (ts [3]rawToken) {
+	var header []byte
 	for i := range ts {
 		t := &ts[i]
 		switch t.kind = d.byte(); t.kind {
@@ -394,27 +451,79 @@ func (d *decoder) tokens() (access, id, refresh string) {
 			t.opaque = d.string()
 		case tokenCompact:
 			t.h, t.p, t.s = d.bytes(), d.bytes(), d.bytes()
-			size += b64.EncodedLen(len(t.h)) + b64.EncodedLen(len(t.p)) + b64.EncodedLen(len(t.s)) + 2
+			header = t.h
+		case tokenCompactSameHeader:
+			if header == nil {
+				d.fail()
+			}
+			t.h, t.p, t.s = header, d.bytes(), d.bytes()
 		default:
 			d.fail()
 		}
 	}
+	return ts
+}
+
+// skipTokens walks over the three tokens' framing without decoding them.
+func (d *decoder) skipTokens() bool {
+	d.readTokens()
+	return d.err == nil
+}
+
+func (t rawToken) compact() bool { return t.kind == tokenCompact || t.kind == tokenCompactSameHeader }
+
+func (t rawToken) encodedLen() int {
+	if !t.compact() {
+		return len(t.opaque)
+	}
+	return b64.EncodedLen(len(t.h)) + b64.EncodedLen(len(t.p)) + b64.EncodedLen(len(t.s)) + 2
+}
+
+func (t rawToken) appendTo(buf []byte) []byte {
+	if !t.compact() {
+		return append(buf, t.opaque...)
+	}
+	buf = b64.AppendEncode(buf, t.h)
+	buf = append(buf, '.')
+	buf = b64.AppendEncode(buf, t.p)
+	buf = append(buf, '.')
+	return b64.AppendEncode(buf, t.s)
+}
+
+// oneToken decodes the i-th token on its own.
+func (d *decoder) oneToken(i int) string {
+	ts := d.readTokens()
+	if d.err != nil || ts[i].kind == tokenAbsent {
+		return ""
+	}
+	if !ts[i].compact() {
+		return strings.Clone(ts[i].opaque)
+	}
+	return string(ts[i].appendTo(make([]byte, 0, ts[i].encodedLen())))
+}
+
+// tokens decodes the three tokens, re-encoding compact JWTs into one buffer
+// shared by the three strings.
+func (d *decoder) tokens() (access, id, refresh string) {
+	ts := d.readTokens()
 	if d.err != nil {
 		return "", "", ""
+	}
+	size := 0
+	for _, t := range ts {
+		if t.compact() {
+			size += t.encodedLen()
+		}
 	}
 	buf := make([]byte, 0, size)
 	var out [3]string
 	for i, t := range ts {
-		if t.kind != tokenCompact {
+		if !t.compact() {
 			out[i] = t.opaque
 			continue
 		}
 		start := len(buf)
-		buf = b64.AppendEncode(buf, t.h)
-		buf = append(buf, '.')
-		buf = b64.AppendEncode(buf, t.p)
-		buf = append(buf, '.')
-		buf = b64.AppendEncode(buf, t.s)
+		buf = t.appendTo(buf)
 		// buf never grows past its capacity, so earlier strings stay valid.
 		out[i] = unsafe.String(&buf[start], len(buf)-start)
 	}
