@@ -66,15 +66,23 @@ func browser(t *testing.T) context.Context {
 	return ctx
 }
 
-func startStack(t *testing.T) *stack.Stack {
+// startStack starts the stack with the tests' short token lifetimes; its
+// gateway's log is shown when the test fails.
+func startStack(t *testing.T, o stack.Options) *stack.Stack {
 	t.Helper()
-	s, err := stack.Start(t.Context(), stack.Options{AccessTokenTTL: accessTTL, RefreshBefore: time.Second})
+	if o.AccessTokenTTL == 0 {
+		o.AccessTokenTTL = accessTTL
+	}
+	if o.RefreshBefore == 0 {
+		o.RefreshBefore = time.Second
+	}
+	s, err := stack.Start(t.Context(), o)
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("nginx error log:\n%s", s.NginxLog())
+			t.Logf("gateway error log:\n%s", s.NginxLog())
 		}
 		s.Stop()
 	})
@@ -140,7 +148,7 @@ func onProvider(t *testing.T, ctx context.Context, s *stack.Stack) bool {
 
 // TestBrowserSignInRefreshSignOut is the product as a user meets it.
 func TestBrowserSignInRefreshSignOut(t *testing.T) {
-	s := startStack(t)
+	s := startStack(t, stack.Options{})
 	ctx := browser(t)
 
 	// 1. The protected URL leads to the provider's login page; signing in

@@ -15,16 +15,7 @@ import (
 // same real provider, and sees a refresh reach the browser: Caddy drops the
 // headers of a 2xx auth answer, so the refreshed cookie comes in a 307.
 func TestBrowserThroughCaddy(t *testing.T) {
-	s, err := stack.Start(t.Context(), stack.Options{Gateway: "caddy", AccessTokenTTL: accessTTL, RefreshBefore: time.Second})
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("caddy log:\n%s", s.NginxLog())
-		}
-		s.Stop()
-	})
+	s := startStack(t, stack.Options{Gateway: "caddy"})
 	ctx := browser(t)
 
 	target := s.URL + "/through/caddy?x=1"

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,32 +22,12 @@ import (
 func TestBrowserEntraSizedSession(t *testing.T) {
 	entra := testenv.LoadTokenSet(t, "entra")
 	user := providertest.DefaultUser()
-	user.Groups = nil
-	for i := range 40 {
-		user.Groups = append(user.Groups, fmt.Sprintf("%08x-1c2d-4e5f-8a9b-%012x", i*7919, i*104729))
-	}
+	user.Groups = testenv.EntraGroups()
 	idp := providertest.New(t, providertest.WithClock(time.Now), providertest.WithUser(user),
 		providertest.WithAccessTokenTTL(accessTTL))
-	var mu sync.Mutex
-	issued := 0
-	idp.SetTokenResponse(func(grant string) map[string]any {
-		mu.Lock()
-		defer mu.Unlock()
-		issued++
-		return map[string]any{"access_token": entra.AccessToken, "refresh_token": fmt.Sprintf("%s.%d", entra.RefreshToken, issued)}
-	})
-	s, err := stack.Start(t.Context(), stack.Options{
-		RefreshBefore: time.Second,
-		Provider:      &stack.ExternalProvider{Issuer: idp.Issuer, ClientID: idp.ClientID, ClientSecret: idp.ClientSecret},
-	})
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nginx error log:\n%s", s.NginxLog())
-		}
-		s.Stop()
+	idp.ServeTokens(entra.AccessToken, entra.RefreshToken)
+	s := startStack(t, stack.Options{
+		Provider: &stack.ExternalProvider{Issuer: idp.Issuer, ClientID: idp.ClientID, ClientSecret: idp.ClientSecret},
 	})
 	ctx := browser(t)
 

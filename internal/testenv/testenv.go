@@ -4,6 +4,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,4 +56,14 @@ func LoadTokenSet(t testing.TB, name string) TokenSet {
 		t.Fatalf("token set %s: %v", name, err)
 	}
 	return ts
+}
+
+// EntraGroups are 40 group IDs shaped like Entra ID's (UUIDs), the count
+// the entra token set stands for.
+func EntraGroups() []string {
+	groups := make([]string, 40)
+	for i := range groups {
+		groups[i] = fmt.Sprintf("%08x-1c2d-4e5f-8a9b-%012x", i*7919, i*104729)
+	}
+	return groups
 }

@@ -3,12 +3,10 @@ package handlers
 import (
 	"bytes"
 	"encoding/base64"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -247,19 +245,9 @@ func TestBearerTokens(t *testing.T) {
 func TestEntraSizedSession(t *testing.T) {
 	entra := testenv.LoadTokenSet(t, "entra")
 	user := providertest.DefaultUser()
-	user.Groups = nil
-	for i := range 40 {
-		user.Groups = append(user.Groups, fmt.Sprintf("%08x-1c2d-4e5f-8a9b-%012x", i*7919, i*104729))
-	}
+	user.Groups = testenv.EntraGroups()
 	e := newTestEnv(t, nil, providertest.WithUser(user)).discover()
-	var mu sync.Mutex
-	issued := 0
-	e.idp.SetTokenResponse(func(grant string) map[string]any {
-		mu.Lock()
-		defer mu.Unlock()
-		issued++ // each answer its own refresh token, as a rotating provider does
-		return map[string]any{"access_token": entra.AccessToken, "refresh_token": fmt.Sprintf("%s.%d", entra.RefreshToken, issued)}
-	})
+	e.idp.ServeTokens(entra.AccessToken, entra.RefreshToken)
 	j := e.signIn("/")
 	idToken := j["_extauth_id"]
 	if idToken == nil || j["_extauth"] == nil {

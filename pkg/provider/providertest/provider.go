@@ -517,6 +517,21 @@ func (p *Provider) SetTokenResponse(f func(grant string) map[string]any) {
 	p.tokenResponse = f
 }
 
+// ServeTokens makes the token endpoint answer with these access and refresh
+// token strings (a real provider's sizes, say), each answer's refresh token
+// made unique by a suffix as a rotating provider's would be. The ID token
+// stays the provider's own, signed and verifiable.
+func (p *Provider) ServeTokens(accessToken, refreshToken string) {
+	var mu sync.Mutex
+	issued := 0
+	p.SetTokenResponse(func(string) map[string]any {
+		mu.Lock()
+		defer mu.Unlock()
+		issued++
+		return map[string]any{"access_token": accessToken, "refresh_token": fmt.Sprintf("%s.%d", refreshToken, issued)}
+	})
+}
+
 // SetIDTokenMutator installs f, applied to the claims of the next issued
 // ID token just before signing (once).
 func (p *Provider) SetIDTokenMutator(f func(claims map[string]any)) {
