@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 5s
 CONFIG ?= examples/config.yaml
 
-.PHONY: all build test unit fuzz e2e lint run bench demo demo-deps clean
+.PHONY: all build test unit fuzz e2e chart-test manifests lint run bench demo demo-deps clean
 
 all: build
 
@@ -18,7 +18,7 @@ build:
 
 ## test: vet, every test under the race detector, each fuzz target for $(FUZZTIME), then
 ## the end-to-end tests (nginx, a real OpenID provider, chromium: .ci/run installs them)
-test: lint unit fuzz e2e
+test: lint unit fuzz chart-test e2e
 
 unit:
 	go test -race -count=1 ./...
@@ -34,12 +34,22 @@ fuzz:
 e2e:
 	cd e2e && go vet ./... && go test -count=1 -timeout 15m ./...
 
+## chart-test: render, lint and check the Helm chart, its schema and manifests/
+## (charts/test is its own Go module)
+chart-test:
+	cd charts/test && go vet ./... && go test -count=1 ./...
+
+## manifests: regenerate manifests/extauth.yaml from the Helm chart
+manifests:
+	cd charts/test && go run ./cmd/render
+
 ## lint: gofmt and go vet
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	cd e2e && go vet ./...
+	cd charts/test && go vet ./...
 
 ## run: serve with $(CONFIG)
 run: build

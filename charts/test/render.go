@@ -1,0 +1,194 @@
+// Package charttest renders the extauth Helm chart with the Helm SDK, as
+// `helm template` does, for the chart's tests and for cmd/render, which
+// writes manifests/extauth.yaml.
+package charttest
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"sigs.k8s.io/yaml"
+)
+
+// The release the manifests and tests render: its Service is
+// extauth.auth.svc.cluster.local, the name SPEC.md's annotations use.
+const (
+	ReleaseName = "extauth"
+	Namespace   = "auth"
+)
+
+// Paths relative to this module's directory, where `go test` and
+// `go run ./cmd/render` run.
+const (
+	ChartDir     = "../extauth"
+	ManifestPath = "../../manifests/extauth.yaml"
+	ExamplesDir  = "../../manifests/examples"
+)
+
+// kubeVersion is the cluster version the chart is rendered for, fixed so that
+// the output does not change with the SDK's default.
+var kubeVersion = &chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+
+// Release is a rendered chart.
+type Release struct {
+	Manifest string // every object, as `helm template` prints it
+	Notes    string // NOTES.txt
+}
+
+// Render renders the chart at chartDir with values over its defaults, client
+// side only (lookup finds nothing), with schema validation.
+func Render(chartDir string, values map[string]any) (*Release, error) {
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		return nil, fmt.Errorf("load chart: %w", err)
+	}
+	install := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
+	install.DryRun = true
+	install.DryRunOption = "client"
+	install.ClientOnly = true
+	install.Replace = true
+	install.ReleaseName = ReleaseName
+	install.Namespace = Namespace
+	install.KubeVersion = kubeVersion
+	if values == nil {
+		values = map[string]any{}
+	}
+	rel, err := install.Run(chrt, values)
+	if err != nil {
+		return nil, err
+	}
+	return &Release{Manifest: rel.Manifest, Notes: rel.Info.Notes}, nil
+}
+
+// ReadValues reads YAML values files and merges them, later files winning,
+// as repeated `helm -f` flags do.
+func ReadValues(files ...string) (map[string]any, error) {
+	out := map[string]any{}
+	for _, f := range files {
+		v, err := chartutil.ReadValuesFile(f)
+		if err != nil {
+			return nil, err
+		}
+		out = chartutil.CoalesceTables(v.AsMap(), out)
+	}
+	return out, nil
+}
+
+// Doc is one object of a rendered manifest.
+type Doc struct {
+	Source string // the template it came from ("# Source:" line), if any
+	YAML   []byte
+	Kind   string
+	Name   string
+}
+
+var sourceRE = regexp.MustCompile(`(?m)^# Source: (.+)$`)
+
+// SplitDocs splits a multi-document YAML stream into its non-empty
+// documents, reading each one's kind and name.
+func SplitDocs(stream []byte) ([]Doc, error) {
+	var docs []Doc
+	for i, part := range splitYAML(stream) {
+		var head struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		var probe map[string]any
+		if err := yaml.Unmarshal(part, &probe); err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		if len(probe) == 0 {
+			continue // comments only
+		}
+		if err := yaml.Unmarshal(part, &head); err != nil {
+			return nil, fmt.Errorf("document %d: %w", i, err)
+		}
+		d := Doc{YAML: part, Kind: head.Kind, Name: head.Metadata.Name}
+		if m := sourceRE.FindSubmatch(part); m != nil {
+			d.Source = string(m[1])
+		}
+		docs = append(docs, d)
+	}
+	return docs, nil
+}
+
+// splitYAML cuts a stream at its "---" separator lines.
+func splitYAML(stream []byte) [][]byte {
+	var parts [][]byte
+	var cur bytes.Buffer
+	for _, line := range bytes.SplitAfter(stream, []byte("\n")) {
+		if t := bytes.TrimRight(line, " \t\r\n"); bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
+			parts = append(parts, bytes.Clone(cur.Bytes()))
+			cur.Reset()
+			continue
+		}
+		cur.Write(line)
+	}
+	return append(parts, cur.Bytes())
+}
+
+//go:embed manifest-values.yaml
+var manifestValues []byte
+
+// Manifest renders manifests/extauth.yaml: a header that says how it was
+// made and what to do before applying it, then the chart rendered with its
+// defaults and manifest-values.yaml.
+func Manifest(chartDir string) ([]byte, error) {
+	var values map[string]any
+	if err := yaml.Unmarshal(manifestValues, &values); err != nil {
+		return nil, fmt.Errorf("manifest-values.yaml: %w", err)
+	}
+	rel, err := Render(chartDir, values)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `# extauth for kubectl, without Helm: the chart charts/extauth rendered for
+# release %[1]q in namespace %[2]q with its default values and these
+# (charts/test/manifest-values.yaml):
+#
+`, ReleaseName, Namespace)
+	for _, line := range strings.Split(strings.TrimRight(string(manifestValues), "\n"), "\n") {
+		fmt.Fprintf(&b, "#   %s\n", line)
+	}
+	fmt.Fprintf(&b, `#
+# Generated by `+"`make manifests`"+` (cd charts/test && go run ./cmd/render); do not
+# edit: change the chart and regenerate. A test fails when this file is stale.
+#
+# Before applying:
+#   1. kubectl create namespace %[1]s
+#   2. kubectl -n %[1]s create secret generic %[2]s \
+#        --from-literal=client-secret=CLIENT_SECRET \
+#        --from-literal=session-secrets="$(extauth keygen)"
+#      (a public client with oidc.pkce: true: also drop oidc.clientSecretFile
+#      from the ConfigMap)
+#   3. set oidc.issuerURL and oidc.clientID in the ConfigMap below, and
+#      whatever else your setup needs (redirectURL, cookieDomain, authorization)
+#   4. kubectl apply -f manifests/extauth.yaml
+# Examples of protected Ingresses and gateway policies: manifests/examples/.
+`, Namespace, values["existingSecret"])
+	b.WriteString(rel.Manifest)
+	return b.Bytes(), nil
+}
+
+// WriteManifest writes Manifest's output to path.
+func WriteManifest(chartDir, path string) error {
+	out, err := Manifest(chartDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, out, 0o644)
+}
