@@ -8,13 +8,17 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 5s
 CONFIG ?= examples/config.yaml
 
-.PHONY: all build test unit fuzz e2e chart-test manifests lint run bench demo demo-deps clean
+.PHONY: all build docker test unit fuzz e2e chart-test manifests lint run bench demo demo-deps clean
 
 all: build
 
 ## build: the static binary, built as the Dockerfile builds it
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/extauth ./cmd/extauth
+
+## docker: the image, where a Docker engine runs (the chart tests check the binary it builds)
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t extauth:$(VERSION) .
 
 ## test: vet, every test under the race detector, each fuzz target for $(FUZZTIME), then
 ## the end-to-end tests (nginx, a real OpenID provider, chromium: .ci/run installs them)
