@@ -180,20 +180,58 @@ type StoreTokens struct {
 	RefreshToken bool `json:"refreshToken"`
 }
 
-// Redis configures the Redis session store.
+// Redis configures the Redis that replicas share. With session.store redis
+// it holds the sessions; with either store it coordinates refreshes among
+// replicas (one token request per rotation, whichever replica gets the
+// checks) and carries back-channel logouts to every replica.
 type Redis struct {
-	// Address is host:port. Default "127.0.0.1:6379".
+	// Enabled turns Redis on for the cookie store (refresh coordination and
+	// shared logouts); session.store redis implies it. Default false.
+	Enabled bool `json:"enabled"`
+	// Address is host:port. Default "127.0.0.1:6379". Unused with Sentinel.
 	Address string `json:"address"`
-	// PasswordFile holds the Redis password. Default empty: no password.
+	// Username is the ACL user (Redis 6+). Default empty: the default user.
+	Username string `json:"username"`
+	// Password, or PasswordFile holding it. Default empty: no password.
+	Password     string `json:"password"`
 	PasswordFile string `json:"passwordFile"`
 	// DB is the database number. Default 0.
 	DB int `json:"db"`
 	// KeyPrefix prefixes every key extauth writes. Default "extauth:".
 	KeyPrefix string `json:"keyPrefix"`
-
-	// Password is the content of PasswordFile, read by Parse.
-	Password string `json:"-"`
+	// TLS connects with TLS.
+	TLS RedisTLS `json:"tls"`
+	// Sentinel, when MasterName is set, finds the master through Redis Sentinel.
+	Sentinel RedisSentinel `json:"sentinel"`
 }
+
+// RedisTLS configures TLS to Redis (and to the Sentinels).
+type RedisTLS struct {
+	Enabled bool `json:"enabled"`
+	// CAFile is a PEM CA bundle for the server's certificate. Default: the system's.
+	CAFile string `json:"caFile"`
+	// ServerName overrides the name checked in the server's certificate.
+	ServerName string `json:"serverName"`
+	// InsecureSkipVerify turns certificate checks off: for tests only.
+	InsecureSkipVerify bool `json:"insecureSkipVerify"`
+
+	// CAPEM is the content of CAFile, read by Parse.
+	CAPEM []byte `json:"-"`
+}
+
+// RedisSentinel configures Redis Sentinel.
+type RedisSentinel struct {
+	// MasterName is the name of the monitored master; empty: no Sentinel.
+	MasterName string `json:"masterName"`
+	// Addresses are the Sentinels' host:port.
+	Addresses []string `json:"addresses"`
+	// Password, or PasswordFile holding it, for the Sentinels themselves.
+	Password     string `json:"password"`
+	PasswordFile string `json:"passwordFile"`
+}
+
+// RedisUsed reports whether extauth talks to Redis at all.
+func (s *Session) RedisUsed() bool { return s.Store == StoreRedis || s.Redis.Enabled }
 
 // Authorization decides who may pass once signed in, and where sign-in may
 // return to.

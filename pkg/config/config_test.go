@@ -411,6 +411,26 @@ func TestValidate(t *testing.T) {
 		{"redis without address", func(c *Config) { c.Session.Store = "redis"; c.Session.Redis.Address = "" }, "session.redis.address: required"},
 		{"redis negative db", func(c *Config) { c.Session.Store = "redis"; c.Session.Redis.DB = -1 }, "session.redis.db: must not be negative"},
 		{"redis ignored for cookie store", func(c *Config) { c.Session.Redis.Address = "" }, ""},
+		{"redis enabled for cookie store needs an address", func(c *Config) { c.Session.Redis.Enabled = true; c.Session.Redis.Address = "" }, "session.redis.address: required"},
+		{"redis empty keyPrefix", func(c *Config) { c.Session.Redis.Enabled = true; c.Session.Redis.KeyPrefix = "" }, "session.redis.keyPrefix: required"},
+		{"redis sentinel without addresses", func(c *Config) {
+			c.Session.Store = "redis"
+			c.Session.Redis.Sentinel.MasterName = "mymaster"
+		}, "session.redis.sentinel.addresses: required with session.redis.sentinel.masterName"},
+		{"redis sentinel bad address", func(c *Config) {
+			c.Session.Store = "redis"
+			c.Session.Redis.Sentinel = RedisSentinel{MasterName: "m", Addresses: []string{"10.0.0.1:26379", "nope"}}
+		}, "session.redis.sentinel.addresses[1]: "},
+		{"redis sentinel", func(c *Config) {
+			c.Session.Store = "redis"
+			c.Session.Redis.Address = ""
+			c.Session.Redis.Sentinel = RedisSentinel{MasterName: "m", Addresses: []string{"10.0.0.1:26379"}}
+		}, ""},
+		{"redis sentinel addresses without master", func(c *Config) {
+			c.Session.Store = "redis"
+			c.Session.Redis.Sentinel.Addresses = []string{"10.0.0.1:26379"}
+		}, "session.redis.sentinel.masterName: required with session.redis.sentinel.addresses"},
+		{"redis tls keys without tls", func(c *Config) { c.Session.Store = "redis"; c.Session.Redis.TLS.ServerName = "redis" }, "session.redis.tls.enabled: must be true"},
 
 		{"emailDomains space", func(c *Config) { c.Authorization.EmailDomains = []string{"exa mple.com"} }, "authorization.emailDomains[0]: "},
 		{"emailDomains bare wildcard prefix", func(c *Config) { c.Authorization.EmailDomains = []string{"*."} }, "authorization.emailDomains[0]: "},
@@ -622,6 +642,18 @@ session:
 	// Parse resolved the file, so validating again must not complain.
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("Validate after Parse: %v", err)
+	}
+}
+
+func TestRedisSecretsInlineOrFile(t *testing.T) {
+	pw := writeFile(t, "redis-password", "hunter2\n")
+	err := parseError(t, strings.Replace(minimal, "session:", "session:\n  redis: {password: x, passwordFile: "+pw+"}", 1))
+	if !strings.Contains(err.Error(), "session.redis.password: set together with session.redis.passwordFile") {
+		t.Errorf("both password and passwordFile: %v", err)
+	}
+	cfg := mustParse(t, strings.Replace(minimal, "session:", "session:\n  redis: {sentinel: {passwordFile: "+pw+"}, tls: {enabled: true}}", 1))
+	if cfg.Session.Redis.Sentinel.Password != "hunter2" || !cfg.Session.Redis.TLS.Enabled {
+		t.Errorf("sentinel password %q, tls %v", cfg.Session.Redis.Sentinel.Password, cfg.Session.Redis.TLS.Enabled)
 	}
 }
 

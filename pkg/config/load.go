@@ -81,13 +81,37 @@ func (s *Session) readFiles(p *problems) {
 			p.add("session.secretsFile", "%v", err)
 		}
 	}
-	if s.Redis.PasswordFile != "" {
-		pw, err := readSecret(s.Redis.PasswordFile)
-		if err != nil {
-			p.add("session.redis.passwordFile", "%v", err)
+	readInlineOrFile(p, "session.redis.password", &s.Redis.Password, s.Redis.PasswordFile)
+	readInlineOrFile(p, "session.redis.sentinel.password", &s.Redis.Sentinel.Password, s.Redis.Sentinel.PasswordFile)
+	if f := s.Redis.TLS.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		switch {
+		case err != nil:
+			p.add("session.redis.tls.caFile", "%v", err)
+		case !x509.NewCertPool().AppendCertsFromPEM(pem):
+			p.add("session.redis.tls.caFile", "no PEM certificate in %s", f)
+		default:
+			s.Redis.TLS.CAPEM = pem
 		}
-		s.Redis.Password = pw
 	}
+}
+
+// readInlineOrFile fills *value from file (the key's …File twin) when one
+// is named; both at once is an error naming the key.
+func readInlineOrFile(p *problems, key string, value *string, file string) {
+	if file == "" {
+		return
+	}
+	if *value != "" {
+		p.add(key, "set together with %sFile; use one of them", key)
+		return
+	}
+	v, err := readSecret(file)
+	if err != nil {
+		p.add(key+"File", "%v", err)
+		return
+	}
+	*value = v
 }
 
 // readSecretsFile reads one secret a line into Secrets, remembering each

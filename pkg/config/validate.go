@@ -210,14 +210,37 @@ func (s *Session) validate(p *problems) {
 		p.add("session.refreshReuseWindow", "must be between 0 and 10m")
 	}
 	switch s.Store {
-	case StoreCookie:
-	case StoreRedis:
-		checkHostPort(p, "session.redis.address", s.Redis.Address)
-		if s.Redis.DB < 0 {
-			p.add("session.redis.db", "must not be negative")
-		}
+	case StoreCookie, StoreRedis:
 	default:
 		p.add("session.store", "must be %q or %q, got %q", StoreCookie, StoreRedis, s.Store)
+	}
+	if s.RedisUsed() {
+		s.Redis.validate(p)
+	}
+}
+
+func (r *Redis) validate(p *problems) {
+	if r.Sentinel.MasterName == "" {
+		checkHostPort(p, "session.redis.address", r.Address)
+		if len(r.Sentinel.Addresses) > 0 {
+			p.add("session.redis.sentinel.masterName", "required with session.redis.sentinel.addresses")
+		}
+	} else {
+		if len(r.Sentinel.Addresses) == 0 {
+			p.add("session.redis.sentinel.addresses", "required with session.redis.sentinel.masterName")
+		}
+		for i, a := range r.Sentinel.Addresses {
+			checkHostPort(p, fmt.Sprintf("session.redis.sentinel.addresses[%d]", i), a)
+		}
+	}
+	if r.DB < 0 {
+		p.add("session.redis.db", "must not be negative")
+	}
+	if r.KeyPrefix == "" {
+		p.add("session.redis.keyPrefix", "required: extauth's keys must not mix with others")
+	}
+	if !r.TLS.Enabled && (r.TLS.CAFile != "" || r.TLS.ServerName != "" || r.TLS.InsecureSkipVerify) {
+		p.add("session.redis.tls.enabled", "must be true when other session.redis.tls keys are set")
 	}
 }
 

@@ -39,6 +39,10 @@ func (h *handler) callback(c *gin.Context, rl *reqLog) {
 	if err != nil {
 		rl.result, rl.reason = metrics.CallbackExchangeFailed, "save session: "+err.Error()
 		h.Metrics.Callbacks.WithLabelValues(metrics.CallbackExchangeFailed).Inc()
+		if errors.Is(err, session.ErrUnavailable) {
+			h.errorPageRetry(c, http.StatusServiceUnavailable, "The session store is unavailable. Please try again in a moment.", h.prefix+"/start")
+			return
+		}
 		h.errorPage(c, http.StatusInternalServerError, "The session is too large to store. Ask the operator to reduce session.storeTokens or use the redis store.")
 		return
 	}

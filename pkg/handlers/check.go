@@ -72,6 +72,10 @@ func (h *handler) authorize(c *gin.Context, rl *reqLog, policyQuery string) (str
 			}
 		}
 		rl.reason = sessionErrReason(err)
+		if errors.Is(err, session.ErrUnavailable) {
+			// 401, never a 5xx storm; the cookie stays for when Redis is back.
+			h.Log.Warn("session store unavailable", "error", err)
+		}
 		return metrics.AuthUnauthenticated, http.StatusUnauthorized
 	}
 	rl.sub = st.Subject
@@ -193,6 +197,10 @@ func sessionErrReason(err error) string {
 		return "no session cookie"
 	case errors.Is(err, session.ErrExpired):
 		return "session expired"
+	case errors.Is(err, session.ErrNotFound):
+		return "session not in the store (signed out or expired)"
+	case errors.Is(err, session.ErrUnavailable):
+		return "session store unavailable"
 	default:
 		return "invalid session cookie"
 	}

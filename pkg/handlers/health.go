@@ -13,12 +13,28 @@ func (h *handler) healthz(c *gin.Context, rl *reqLog) {
 }
 
 // readyz is readiness: 503 until the provider's discovery document has been
-// loaded (its keys are then fetched on first use), 200 after.
+// loaded (its keys are then fetched on first use), 200 after. Redis, when
+// used, is reported in the body but does not fail readiness: every replica
+// shares the one Redis, and taking them all out of the Service would turn
+// each check into a 5xx at the ingress, where a check without Redis still
+// answers from the cookie (or 401s, for Redis-kept sessions).
 func (h *handler) readyz(c *gin.Context, rl *reqLog) {
 	c.Header("Cache-Control", "no-store")
+	redis := ""
+	if h.Redis != nil {
+		redis = "redis: ok\n"
+		if err := h.Redis.Ping(c.Request.Context()); err != nil {
+			redis = "redis: unavailable\n"
+			rl.reason = "redis unavailable: " + err.Error()
+		}
+	}
 	if !h.Provider.Ready() {
-		c.String(http.StatusServiceUnavailable, "provider discovery pending\n")
+		c.String(http.StatusServiceUnavailable, "provider: discovery pending\n"+redis)
 		return
 	}
-	c.String(http.StatusOK, "ok\n")
+	if redis == "" {
+		c.String(http.StatusOK, "ok\n")
+		return
+	}
+	c.String(http.StatusOK, "provider: ok\n"+redis)
 }

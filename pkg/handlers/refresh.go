@@ -21,6 +21,8 @@ import (
 type refreshed struct {
 	state  *session.State
 	sealed *session.Sealed
+	// remote: another replica redeemed the token (via the Coordinator).
+	remote bool
 }
 
 // sessionOver marks refresh failures that end the session: the provider
@@ -71,14 +73,14 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 	}
 
 	res, outcome, err := h.refreshes.Do(c.Request.Context(), refresh.KeyOf(rt), func(ctx context.Context) (*refreshed, error) {
-		return h.redeem(ctx, st, rt)
+		return h.redeemShared(ctx, st, rt)
 	})
 	var over sessionOver
 	switch {
 	case err == nil:
 		h.Sessions.WriteSealed(c.Writer, c.Request, res.sealed)
 		result := metrics.RefreshSuccess
-		if outcome == refresh.Shared {
+		if outcome == refresh.Shared || res.remote {
 			result = metrics.RefreshShared
 		}
 		h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
@@ -104,6 +106,71 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		rl.reason = "refresh failed, grace over"
 		return nil, http.StatusUnauthorized
 	}
+}
+
+// Outcomes of a refresh as published to other replicas: the first byte,
+// then the encoded state or the reason the session is over.
+const (
+	publishedState = 1
+	publishedOver  = 2
+)
+
+// redeemShared redeems rt once across replicas when a Coordinator is
+// configured: another replica's published result is taken as it is, and
+// so is its verdict that the session is over. Redis being unreachable
+// falls back to this process's single flight.
+func (h *handler) redeemShared(ctx context.Context, st *session.State, rt string) (*refreshed, error) {
+	if h.Coordinator == nil {
+		return h.redeem(ctx, st, rt)
+	}
+	var mine *refreshed
+	var myErr error
+	ran := false
+	payload, shared, err := h.Coordinator.Do(ctx, rt, func(ctx context.Context) ([]byte, error) {
+		ran = true
+		mine, myErr = h.redeem(ctx, st, rt)
+		var over sessionOver
+		switch {
+		case myErr == nil:
+			b, err := mine.state.MarshalBinary()
+			return append([]byte{publishedState}, b...), err
+		case errors.As(myErr, &over):
+			return append([]byte{publishedOver}, over.Error()...), nil
+		default:
+			return nil, myErr // the provider is down: nothing to publish
+		}
+	})
+	if ran {
+		return mine, myErr
+	}
+	if errors.Is(err, refresh.ErrUnavailable) {
+		h.Log.Warn("redis unavailable; refreshing without cross-replica coordination", "sub", st.Subject, "error", err)
+		return h.redeem(ctx, st, rt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !shared || len(payload) == 0 {
+		return nil, errors.New("refresh coordinator returned no result")
+	}
+	switch payload[0] {
+	case publishedOver:
+		return nil, sessionOver{fmt.Errorf("another replica's refresh: %s", payload[1:])}
+	case publishedState:
+		next := new(session.State)
+		if err := next.UnmarshalBinary(payload[1:]); err != nil {
+			return nil, fmt.Errorf("another replica's refresh result: %w", err)
+		}
+		if next.ID != st.ID {
+			return nil, errors.New("another replica's refresh result is for another session")
+		}
+		sealed, err := h.Sessions.Shared(next)
+		if err != nil {
+			return nil, err
+		}
+		return &refreshed{state: next, sealed: sealed, remote: true}, nil
+	}
+	return nil, errors.New("refresh coordinator returned an unknown result")
 }
 
 // redeem runs one refresh at the provider and builds the new session: the
@@ -160,7 +227,7 @@ func (h *handler) redeem(ctx context.Context, st *session.State, rt string) (*re
 	}
 	next.SetTokens(kept)
 	next.AccessExpiry = tokens.Expiry
-	sealed, err := h.Sessions.Seal(&next)
+	sealed, err := h.Sessions.Seal(ctx, &next)
 	if err != nil {
 		return nil, err
 	}

@@ -26,11 +26,28 @@ import (
 	"github.com/extauth/extauth/pkg/session"
 )
 
+// SessionStore keeps sessions: in cookies (session.Store) or server-side
+// with a ticket in the cookie (session.TicketStore).
+type SessionStore interface {
+	Load(r *http.Request) (*session.State, error)
+	// Save writes a new session (sign-in) and returns its cookie bytes.
+	Save(w http.ResponseWriter, r *http.Request, st *session.State) (int, error)
+	// Seal stores a refreshed session and returns what to write to the
+	// browser; Shared does the latter for a state another check's refresh
+	// stored already.
+	Seal(ctx context.Context, st *session.State) (*session.Sealed, error)
+	Shared(st *session.State) (*session.Sealed, error)
+	WriteSealed(w http.ResponseWriter, r *http.Request, sealed *session.Sealed)
+	// Clear ends the request's session: its cookies, and its server-side state.
+	Clear(w http.ResponseWriter, r *http.Request)
+	IDToken(r *http.Request, st *session.State) string
+}
+
 // Deps are what the handlers need; main builds them.
 type Deps struct {
 	Config   *config.Config
 	Provider *provider.Provider
-	Sessions *session.Store
+	Sessions SessionStore
 	Flows    *session.FlowStore
 	// Logouts records sessions ended by back-channel logout or sign-out.
 	Logouts logout.Store
@@ -43,6 +60,25 @@ type Deps struct {
 	// RefreshTimeout bounds a refresh during a check (default 5s): nginx
 	// waits for the check meanwhile.
 	RefreshTimeout time.Duration
+	// Coordinator, when replicas share Redis, makes one refresh per refresh
+	// token across all of them; nil: this process's single flight only.
+	Coordinator RefreshCoordinator
+	// Redis, when used, is reported by /readyz.
+	Redis Pinger
+}
+
+// RefreshCoordinator shares refreshes among replicas: Do returns the
+// published result of redeeming refreshToken, or runs redeem (under a
+// lock) and publishes what it returns; shared says the result came from
+// another replica. refresh.ErrUnavailable: redeem did not run, and the
+// caller may refresh on its own.
+type RefreshCoordinator interface {
+	Do(ctx context.Context, refreshToken string, redeem func(context.Context) ([]byte, error)) (result []byte, shared bool, err error)
+}
+
+// Pinger reports whether a dependency answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
 }
 
 type handler struct {

@@ -55,7 +55,25 @@ const (
 
 	OutcomeOK    = "ok"
 	OutcomeError = "error"
+
+	// Operations on the shared store (Redis).
+	StoreSessionGet    = "session_get"
+	StoreSessionSet    = "session_set"
+	StoreSessionDelete = "session_delete"
+	StoreRefreshLock   = "refresh_lock"   // take, renew or release a refresh lock
+	StoreRefreshResult = "refresh_result" // publish or read a refresh's result
+	StoreLogoutWrite   = "logout_write"   // record a logout, check a logout token's jti
+	StoreLogoutSync    = "logout_sync"    // load the logout records at (re)connect
+	StorePing          = "ping"
+
+	StoreOK       = "ok"
+	StoreNotFound = "not_found"
+	StoreError    = "error"
 )
+
+// StoreOps are the op label values of the store metrics.
+var StoreOps = []string{StoreSessionGet, StoreSessionSet, StoreSessionDelete, StoreRefreshLock,
+	StoreRefreshResult, StoreLogoutWrite, StoreLogoutSync, StorePing}
 
 // Metrics holds the collectors; New registers them on the given registry.
 type Metrics struct {
@@ -72,6 +90,9 @@ type Metrics struct {
 	HTTPRequests        *prometheus.CounterVec   // route, method, code
 	HTTPRequestDuration *prometheus.HistogramVec // route
 	BuildInfo           *prometheus.GaugeVec     // version, goversion
+	StoreOperations     *prometheus.CounterVec   // op, result
+	StoreLatency        *prometheus.HistogramVec // op
+	RefreshLockWait     prometheus.Histogram
 	authObservers       map[[2]string]authObserver
 
 	httpMu        sync.RWMutex
@@ -95,6 +116,10 @@ var checkBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .0
 
 // idpBuckets span a provider call: milliseconds to the client timeout.
 var idpBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// storeBuckets span a Redis command on a LAN: a hundred microseconds to
+// the client's timeout.
+var storeBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
 
 // New creates the metrics and registers them, with the Go and process
 // collectors, on reg. Every label combination of the contract is created up
@@ -141,11 +166,21 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "extauth_build_info", Help: "Always 1; labels tell the build.",
 		}, []string{"version", "goversion"}),
+		StoreOperations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_store_operations_total", Help: "Operations on the shared store (Redis), by operation and result.",
+		}, []string{"op", "result"}),
+		StoreLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "extauth_store_latency_seconds", Help: "Latency of operations on the shared store (Redis), by operation.", Buckets: storeBuckets,
+		}, []string{"op"}),
+		RefreshLockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "extauth_refresh_lock_wait_seconds", Help: "Time a check waited for another replica's refresh of the same session.", Buckets: checkBuckets,
+		}),
 	}
 	reg.MustRegister(
 		m.AuthRequests, m.AuthRequestDuration, m.Signins, m.Callbacks, m.TokenRefreshes,
 		m.TokenRevocations, m.SignOuts, m.BackchannelLogouts, m.IdPRequestDuration,
 		m.SessionCookieBytes, m.HTTPRequests, m.HTTPRequestDuration, m.BuildInfo,
+		m.StoreOperations, m.StoreLatency, m.RefreshLockWait,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -179,6 +214,12 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, e := range []string{EndpointDiscovery, EndpointJWKS, EndpointToken, EndpointRefresh, EndpointRevocation, EndpointUserinfo} {
 		for _, o := range []string{OutcomeOK, OutcomeError} {
 			m.IdPRequestDuration.WithLabelValues(e, o)
+		}
+	}
+	for _, op := range StoreOps {
+		m.StoreLatency.WithLabelValues(op)
+		for _, r := range []string{StoreOK, StoreNotFound, StoreError} {
+			m.StoreOperations.WithLabelValues(op, r)
 		}
 	}
 	return m

@@ -20,6 +20,11 @@ import (
 	"time"
 )
 
+// ErrUnavailable is returned by a coordinator shared among replicas
+// (Redis) that could not be reached before the refresh ran: the caller
+// refreshes on its own, within this process's Group.
+var ErrUnavailable = errors.New("refresh: coordinator unavailable")
+
 // Key identifies a refresh token without keeping it: its SHA-256.
 type Key [sha256.Size]byte
 

@@ -21,6 +21,7 @@ import (
 	"github.com/extauth/extauth/pkg/handlers"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider"
+	"github.com/extauth/extauth/pkg/redisstore"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -31,6 +32,8 @@ type Server struct {
 	provider *provider.Provider
 	main     *http.Server
 	metrics  *http.Server
+	redis    *redisstore.Store   // nil without Redis
+	logouts  *redisstore.Logouts // nil without Redis
 }
 
 // New builds every part from cfg; it does no network I/O.
@@ -59,7 +62,8 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		return nil, fmt.Errorf("session.secrets: %w", err)
 	}
 	opts := CookieOptions(cfg)
-	router, err := handlers.NewRouter(handlers.Deps{
+	srv := &Server{cfg: cfg, log: log, provider: p}
+	deps := handlers.Deps{
 		Config:   cfg,
 		Provider: p,
 		Sessions: session.NewStore(codec, opts, now),
@@ -68,7 +72,20 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		Log:      log,
 		Now:      now,
 		Rand:     rand.Reader,
-	})
+	}
+	if cfg.Session.RedisUsed() {
+		if srv.redis, err = redisstore.New(cfg.Session.Redis, m, log); err != nil {
+			return nil, err
+		}
+		srv.logouts = redisstore.NewLogouts(srv.redis, now)
+		deps.Logouts = srv.logouts
+		deps.Coordinator = redisstore.NewCoordinator(srv.redis, cfg.Session.RefreshReuseWindow.Duration)
+		deps.Redis = srv.redis
+		if cfg.Session.Store == config.StoreRedis {
+			deps.Sessions = session.NewTicketStore(codec, opts, redisstore.Sessions{Store: srv.redis}, cfg.Session.Redis.KeyPrefix, rand.Reader, now)
+		}
+	}
+	router, err := handlers.NewRouter(deps)
 	if err != nil {
 		return nil, err
 	}
@@ -82,13 +99,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		metricsMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		metricsMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return &Server{
-		cfg:      cfg,
-		log:      log,
-		provider: p,
-		main:     newHTTPServer(cfg.Server.Address, router, log),
-		metrics:  newHTTPServer(cfg.Server.MetricsAddress, metricsMux, log),
-	}, nil
+	srv.main = newHTTPServer(cfg.Server.Address, router, log)
+	srv.metrics = newHTTPServer(cfg.Server.MetricsAddress, metricsMux, log)
+	return srv, nil
 }
 
 // CookieOptions are the session cookie attributes from session.*.
@@ -144,6 +157,9 @@ func (s *Server) Serve(ctx context.Context, mainLn, metricsLn net.Listener) erro
 	discoverCtx, stopDiscovery := context.WithCancel(ctx)
 	defer stopDiscovery()
 	go s.provider.Run(discoverCtx)
+	if s.logouts != nil {
+		go s.logouts.Run(discoverCtx)
+	}
 
 	errc := make(chan error, 2)
 	for _, srv := range []struct {
@@ -167,5 +183,9 @@ func (s *Server) Serve(ctx context.Context, mainLn, metricsLn net.Listener) erro
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout.Duration)
 	defer cancel()
 	err := errors.Join(serveErr, s.main.Shutdown(shutdownCtx), s.metrics.Shutdown(shutdownCtx))
+	if s.redis != nil {
+		stopDiscovery()
+		_ = s.redis.Close()
+	}
 	return err
 }

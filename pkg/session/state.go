@@ -50,6 +50,10 @@ type State struct {
 	// ExpiresAt is the absolute end of the session (sign-in + session.maxAge),
 	// checked with our clock: the cookie's own expiry is only a hint to the browser.
 	ExpiresAt time.Time
+
+	// ticket names a session kept in a TicketStore; nil in the cookie store.
+	// Not encoded: it comes from the cookie.
+	ticket *ticket
 }
 
 // Tokens are the provider's tokens a session keeps (per session.storeTokens).

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -106,7 +107,7 @@ func (s *Store) joinParts(h http.Header) (string, bool) {
 // expires the cookies of an earlier layout that the request still carries.
 // It returns the encoded size in bytes.
 func (s *Store) Save(w http.ResponseWriter, r *http.Request, st *State) (int, error) {
-	sealed, err := s.Seal(st)
+	sealed, err := s.seal(st)
 	if err != nil {
 		return 0, err
 	}
@@ -125,6 +126,14 @@ type Sealed struct {
 }
 
 // Seal encrypts st and lays it out in cookies; Max-Age runs to st.ExpiresAt.
+// (The context is for stores that write elsewhere, as TicketStore does.)
+func (s *Store) Seal(_ context.Context, st *State) (*Sealed, error) { return s.seal(st) }
+
+// Shared seals a state that another check's refresh produced: for cookies,
+// the same as Seal.
+func (s *Store) Shared(st *State) (*Sealed, error) { return s.seal(st) }
+
+// seal encrypts st and lays it out in cookies.
 //
 // The layout, in order of preference:
 //  1. one cookie <name> with everything;
@@ -135,7 +144,7 @@ type Sealed struct {
 //     the only one nginx's auth_request_set passes on;
 //  3. the rest split into <name>_0, <name>_1, … (a refresh then needs
 //     several Set-Cookie headers: nginx drops all but the first).
-func (s *Store) Seal(st *State) (*Sealed, error) {
+func (s *Store) seal(st *State) (*Sealed, error) {
 	maxAge := int(st.ExpiresAt.Sub(s.now()) / time.Second)
 	if maxAge <= 0 {
 		return nil, ErrExpired

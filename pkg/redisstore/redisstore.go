@@ -1,0 +1,129 @@
+// Package redisstore is the state extauth replicas share through Redis:
+// server-side sessions (session.Backend), one refresh per refresh token
+// whichever replica gets the checks (Coordinator), and logout records that
+// reach every replica (Logouts).
+//
+// Every value written holds no readable token: sessions are encrypted with
+// a key that only the browser's cookie holds, refresh results with a key
+// derived from the refresh token they replace.
+package redisstore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/metrics"
+)
+
+// Timeouts: a check waits for Redis, and nginx waits for the check. A Redis
+// that is down must cost a check a short retry, not seconds.
+const (
+	dialTimeout = 500 * time.Millisecond
+	ioTimeout   = 500 * time.Millisecond
+	// opTimeout bounds one operation with its retries.
+	opTimeout = 1500 * time.Millisecond
+)
+
+// Store is a connection to Redis and the metrics of its use.
+type Store struct {
+	client  redis.UniversalClient
+	prefix  string
+	metrics *metrics.Metrics
+	log     *slog.Logger
+}
+
+// New connects (lazily) to the Redis of cfg: one server, or a master found
+// through Sentinel; with password and TLS when configured.
+func New(cfg config.Redis, m *metrics.Metrics, log *slog.Logger) (*Store, error) {
+	opts := &redis.UniversalOptions{
+		Addrs:            []string{cfg.Address},
+		Username:         cfg.Username,
+		Password:         cfg.Password,
+		DB:               cfg.DB,
+		MasterName:       cfg.Sentinel.MasterName,
+		SentinelPassword: cfg.Sentinel.Password,
+		ClientName:       "extauth",
+		DialTimeout:      dialTimeout,
+		ReadTimeout:      ioTimeout,
+		WriteTimeout:     ioTimeout,
+		// go-redis retries a failed command twice and a failed dial once,
+		// with short backoffs: a blip is ridden out, an outage is not waited on.
+		MaxRetries:            2,
+		MinRetryBackoff:       10 * time.Millisecond,
+		MaxRetryBackoff:       100 * time.Millisecond,
+		DialerRetries:         1,
+		DialerRetryTimeout:    50 * time.Millisecond,
+		ContextTimeoutEnabled: true,
+		PoolTimeout:           opTimeout,
+		// CLIENT SETINFO is unknown to older servers and proxies.
+		DisableIdentity: true,
+	}
+	if cfg.Sentinel.MasterName != "" {
+		opts.Addrs = cfg.Sentinel.Addresses
+	}
+	if cfg.TLS.Enabled {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLS.ServerName, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify}
+		if len(cfg.TLS.CAPEM) > 0 {
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(cfg.TLS.CAPEM) {
+				return nil, errors.New("session.redis.tls.caFile: no PEM certificate")
+			}
+		}
+		opts.TLSConfig = tc
+	}
+	logOnce.Do(func() { redis.SetLogger(clientLogger{log}) })
+	return &Store{client: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, metrics: m, log: log}, nil
+}
+
+// go-redis logs through one package-level logger: route it, once, to slog
+// at debug level (our own warnings say what failed, with the metrics).
+var logOnce sync.Once
+
+type clientLogger struct{ log *slog.Logger }
+
+func (l clientLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
+
+// Close closes the connections.
+func (s *Store) Close() error { return s.client.Close() }
+
+// Ping reports whether Redis answers, for /readyz.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	start := time.Now()
+	err := s.client.Ping(ctx).Err()
+	s.observe(metrics.StorePing, start, err)
+	return err
+}
+
+// observe counts one operation and its latency; redis.Nil is not_found.
+func (s *Store) observe(op string, start time.Time, err error) {
+	result := metrics.StoreOK
+	switch {
+	case errors.Is(err, redis.Nil):
+		result = metrics.StoreNotFound
+	case err != nil:
+		result = metrics.StoreError
+	}
+	s.metrics.StoreLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	s.metrics.StoreOperations.WithLabelValues(op, result).Inc()
+}
+
+// opContext bounds one operation.
+func opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, opTimeout)
+}
+
+// errorf names the operation that failed without any value it carried.
+func errorf(op string, err error) error { return fmt.Errorf("redis %s: %w", op, err) }
