@@ -50,6 +50,13 @@ type Options struct {
 	// Gateway is "nginx" (default: examples/nginx/protected-app.conf) or
 	// "caddy" (examples/caddy/Caddyfile, forward_auth).
 	Gateway string
+	// Replicas is how many extauth processes share the work (default 1);
+	// nginx balances its upstream over them round robin.
+	Replicas int
+	// Redis, when set, is the address of the Redis the replicas share.
+	Redis string
+	// Store is session.store: "cookie" (default) or "redis".
+	Store string
 }
 
 // ExternalProvider is an OpenID provider the caller runs.
@@ -63,11 +70,15 @@ type Stack struct {
 	OP       *op.Provider
 	Config   *config.Config // extauth's configuration (its session secret opens cookies in tests)
 	Dir      string
+	// Replicas are the extauth addresses (host:port), Metrics their metrics listeners.
+	Replicas []string
+	Metrics  []string
 	ownDir   bool // Dir was made by Start and goes with Stop
 	app      *http.Server
 	gateway  *exec.Cmd // nginx or caddy
 	cancel   context.CancelFunc
 	extauthC chan error
+	extauthN int // processes that send on extauthC
 }
 
 const (
@@ -138,15 +149,10 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	s.app = &http.Server{Handler: http.HandlerFunc(echoApp), ReadHeaderTimeout: 5 * time.Second}
 	go s.app.Serve(appLn)
 
-	// extauth, from a YAML file as users write it.
-	extauthLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		extauthLn.Close()
-		return nil, err
+	// extauth, from a YAML file as users write it: one process per replica,
+	// the same configuration but for the listeners.
+	if o.Replicas == 0 {
+		o.Replicas = 1
 	}
 	// Caddy's forward_auth speaks X-Forwarded-*, believed only from trusted
 	// peers; nginx's auth_request needs no trust.
@@ -154,9 +160,30 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.Gateway == "caddy" {
 		trusted = "[127.0.0.1/32]"
 	}
+	redis := ""
+	if o.Redis != "" {
+		store := o.Store
+		if store == "" {
+			store = config.StoreCookie
+		}
+		redis = fmt.Sprintf("  store: %s\n  redis: {enabled: true, address: %q}\n", store, o.Redis)
+	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	yaml := fmt.Sprintf(`
+	var runCtx context.Context
+	runCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.extauthC = make(chan error, o.Replicas)
+	for range o.Replicas {
+		extauthLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			extauthLn.Close()
+			return nil, err
+		}
+		yaml := fmt.Sprintf(`
 server:
   address: %q
   metricsAddress: %q
@@ -172,33 +199,37 @@ session:
   cookieSecure: false          # plain http on loopback
   refreshBefore: %s
   secrets: [%q]
-logging:
+%slogging:
   level: debug
 `, extauthLn.Addr(), metricsLn.Addr(), trusted, idp.Issuer, idp.ClientID, idp.ClientSecret,
-		s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret))
-	if s.Config, err = config.Parse([]byte(yaml)); err != nil {
-		extauthLn.Close()
-		metricsLn.Close()
-		return nil, fmt.Errorf("extauth config: %w", err)
-	}
-	srv, err := server.New(s.Config, o.Log, "e2e")
-	if err != nil {
-		return nil, err
-	}
-	var runCtx context.Context
-	runCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.extauthC = make(chan error, 1)
-	go func() { s.extauthC <- srv.Serve(runCtx, extauthLn, metricsLn) }()
-	if err := waitHTTP(ctx, "http://"+extauthLn.Addr().String()+"/readyz", 15*time.Second); err != nil {
-		return nil, fmt.Errorf("extauth never became ready: %w", err)
+			s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret), redis)
+		if s.Config, err = config.Parse([]byte(yaml)); err != nil {
+			extauthLn.Close()
+			metricsLn.Close()
+			return nil, fmt.Errorf("extauth config: %w", err)
+		}
+		srv, err := server.New(s.Config, o.Log, "e2e")
+		if err != nil {
+			extauthLn.Close()
+			metricsLn.Close()
+			return nil, err
+		}
+		go func() { s.extauthC <- srv.Serve(runCtx, extauthLn, metricsLn) }()
+		s.extauthN++
+		addr := extauthLn.Addr().String()
+		s.Replicas = append(s.Replicas, addr)
+		s.Metrics = append(s.Metrics, metricsLn.Addr().String())
+		if err := waitHTTP(ctx, "http://"+addr+"/readyz", 15*time.Second); err != nil {
+			return nil, fmt.Errorf("extauth never became ready: %w", err)
+		}
 	}
 
 	// The gateway with its reference config.
 	switch o.Gateway {
 	case "", "nginx":
-		err = s.startNginx(ctx, nginxPort, extauthLn.Addr().String(), appLn.Addr().String())
+		err = s.startNginx(ctx, nginxPort, s.Replicas, appLn.Addr().String())
 	case "caddy":
-		err = s.startCaddy(ctx, nginxPort, extauthLn.Addr().String(), appLn.Addr().String())
+		err = s.startCaddy(ctx, nginxPort, s.Replicas[0], appLn.Addr().String())
 	default:
 		err = fmt.Errorf("unknown gateway %q", o.Gateway)
 	}
@@ -225,7 +256,9 @@ func (s *Stack) Stop() {
 	}
 	if s.cancel != nil {
 		s.cancel()
-		<-s.extauthC
+		for range s.extauthN {
+			<-s.extauthC
+		}
 		s.cancel = nil
 	}
 	if s.app != nil {
@@ -248,7 +281,7 @@ func (s *Stack) NginxLog() string {
 	return string(b)
 }
 
-func (s *Stack) startNginx(ctx context.Context, port int, extauthAddr, appAddr string) error {
+func (s *Stack) startNginx(ctx context.Context, port int, extauthAddrs []string, appAddr string) error {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if _, statErr := os.Stat("/usr/sbin/nginx"); statErr != nil {
@@ -261,7 +294,7 @@ func (s *Stack) startNginx(ctx context.Context, port int, extauthAddr, appAddr s
 		return err
 	}
 	site, err := substitute(ref, map[string]string{
-		"server 127.0.0.1:4180;": "server " + extauthAddr + ";",
+		"server 127.0.0.1:4180;": "server " + strings.Join(extauthAddrs, ";\n    server ") + ";",
 		"server 127.0.0.1:8081;": "server " + appAddr + ";",
 		"listen 127.0.0.1:8080;": fmt.Sprintf("listen 127.0.0.1:%d;", port),
 	})
