@@ -65,14 +65,15 @@ func (s *TicketStore) Load(r *http.Request) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	blob, err := s.backend.Get(r.Context(), s.key(t))
+	key := s.key(t)
+	blob, err := s.backend.Get(r.Context(), key)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, ErrNotFound
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	plain, err := t.open(blob, s.key(t))
+	plain, err := t.open(blob, key)
 	if err != nil {
 		return nil, ErrInvalid
 	}
