@@ -307,6 +307,9 @@ func TestChecksums(t *testing.T) {
 		{name: "session secrets", vals: minimal(t, "secrets.sessionSecrets", []any{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}), secret: true},
 		{name: "replicas", vals: minimal(t, "replicaCount", 5)},
 		{name: "pod annotation", vals: minimal(t, "podAnnotations", map[string]any{"a": "b"})},
+		{name: "redis values while off", vals: minimal(t, "redis.password", "x", "redis.address", "redis:6379")},
+		{name: "redis on", vals: minimal(t, "redis.enabled", true, "redis.address", "redis:6379"), config: true},
+		{name: "redis password", vals: minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "redis.password", "x"), config: true, secret: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := annotations(tc.vals)
@@ -491,7 +494,7 @@ func TestNetworkPolicy(t *testing.T) {
 	var sawExtra, sawProviderTo bool
 	for _, r := range all.Spec.Egress {
 		for _, p := range r.Ports {
-			if p.Port.IntValue() == 6379 {
+			if p.Port.IntValue() == 4317 && len(r.To) == 1 && r.To[0].PodSelector != nil {
 				sawExtra = true
 			}
 			if p.Port.IntValue() == 8443 && len(r.To) == 1 && r.To[0].IPBlock != nil && r.To[0].IPBlock.CIDR == "203.0.113.0/24" {
@@ -544,6 +547,18 @@ func TestTemplateFailures(t *testing.T) {
 		{"another metrics address", minimal(t, "config.server.metricsAddress", ":9091"), "config.server.metricsAddress"},
 		{"ingress without hosts", minimal(t, "ingress.enabled", true), "ingress.hosts"},
 		{"httpRoute without parentRefs", minimal(t, "httpRoute.enabled", true), "httpRoute.parentRefs"},
+		{"redis without address", minimal(t, "redis.enabled", true), "redis.address is required"},
+		{"redis session store while off", minimal(t, "redis.sessionStore", true, "redis.address", "redis:6379"), "redis.sessionStore"},
+		{"redis password in config", minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "config.session.redis.password", "x"), "config.session.redis.password"},
+		{"redis in config", minimal(t, "config.session.redis.enabled", true), "config.session.redis.enabled"},
+		{"store in config", minimal(t, "config.session.store", "redis"), "config.session.store"},
+		{"store in config disagrees", minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "config.session.store", "redis"), "config.session.store"},
+		{"redis TLS keys without TLS", minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "redis.tls.caSecret", "ca"), "redis.tls.enabled"},
+		{"sentinels without master", minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "redis.sentinel.addresses", []any{"s:26379"}), "redis.sentinel.masterName"},
+		{"master without sentinels", minimal(t, "redis.enabled", true, "redis.sentinel.masterName", "mymaster"), "redis.sentinel.addresses"},
+		{"redis password with existingSecret", minimal(t, "existingSecret", "mine", "redis.enabled", true, "redis.address", "redis:6379", "redis.password", "x"), "redis.existingSecret"},
+		{"sentinel password with existingSecret", minimal(t, "existingSecret", "mine", "redis.enabled", true, "redis.sentinel.masterName", "m",
+			"redis.sentinel.addresses", []any{"s:26379"}, "redis.sentinel.password", "x"), "redis.existingSecret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Render(ChartDir, tc.vals)
@@ -552,9 +567,15 @@ func TestTemplateFailures(t *testing.T) {
 			}
 		})
 	}
-	// The addresses the chart would set anyway are accepted.
-	if _, err := Render(ChartDir, minimal(t, "config.server.address", ":4180")); err != nil {
-		t.Errorf("config.server.address :4180: %v", err)
+	// The values the chart would set anyway are accepted.
+	for _, vals := range []map[string]any{
+		minimal(t, "config.server.address", ":4180"),
+		minimal(t, "config.session.store", "cookie"),
+		minimal(t, "config.session.store", "redis", "redis.enabled", true, "redis.sessionStore", true, "redis.address", "redis:6379"),
+	} {
+		if _, err := Render(ChartDir, vals); err != nil {
+			t.Errorf("%v: %v", vals, err)
+		}
 	}
 }
 

@@ -1,12 +1,20 @@
 package charttest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -15,18 +23,34 @@ import (
 )
 
 // TestConfigFileLoads runs extauth's own loader (what `extauth check-config`
-// runs) on the config file of the rendered ConfigMap, with the secret files
-// it names taken from the rendered Secret, in the places the pod mounts them.
+// runs) on the config file of the rendered ConfigMap, with the files it
+// names taken from the Secrets the pod mounts, in the places it mounts them.
 func TestConfigFileLoads(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
-		vals         map[string]any
-		clientSecret string // what config.Load must end up with
-		sessionKeys  int
+		name          string
+		vals          map[string]any
+		clientSecret  string // what config.Load must end up with
+		sessionKeys   int
+		store         string // session.store
+		redisPassword string // session.redis.password, read from its file
+		sentinelPass  string // session.redis.sentinel.password, likewise
 	}{
-		{name: "defaults", vals: minimal(t), sessionKeys: 1},
-		{name: "all-on", vals: allOn(t), clientSecret: "s3cr3t-client", sessionKeys: 2},
-		{name: "existing secret", vals: minimal(t, "existingSecret", "mine"), clientSecret: "from-existing", sessionKeys: 1},
+		{name: "defaults", vals: minimal(t), sessionKeys: 1, store: "cookie"},
+		{name: "all-on", vals: allOn(t), clientSecret: "s3cr3t-client", sessionKeys: 2, store: "redis",
+			redisPassword: "r3dis-pass", sentinelPass: "s3ntinel-pass"},
+		{name: "existing secret", vals: minimal(t, "existingSecret", "mine"), clientSecret: "from-existing", sessionKeys: 1, store: "cookie"},
+		{name: "redis", vals: minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "redis.password", "r3dis-pass"),
+			sessionKeys: 1, store: "cookie", redisPassword: "r3dis-pass"},
+		{name: "redis without password", vals: minimal(t, "redis.enabled", true, "redis.address", "redis:6379"), sessionKeys: 1, store: "cookie"},
+		{name: "redis session store", vals: minimal(t, "redis.enabled", true, "redis.sessionStore", true, "redis.address", "redis:6379"),
+			sessionKeys: 1, store: "redis"},
+		{name: "redis existing secret", vals: minimal(t, "redis.enabled", true, "redis.address", "redis:6379",
+			"redis.existingSecret", "redis-creds", "redis.existingSecretPasswordKey", "password", "redis.password", "ignored"),
+			sessionKeys: 1, store: "cookie", redisPassword: "from-redis-creds"},
+		{name: "both existing secrets", vals: minimal(t, "existingSecret", "mine", "redis.enabled", true, "redis.tls.enabled", true,
+			"redis.tls.caSecret", "redis-ca", "redis.existingSecret", "mine", "redis.sentinel.masterName", "mymaster",
+			"redis.sentinel.addresses", []any{"sentinel:26379"}, "redis.sentinel.existingSecretPasswordKey", "sentinel-password"),
+			clientSecret: "from-existing", sessionKeys: 1, store: "cookie", redisPassword: "from-existing-redis", sentinelPass: "from-existing-sentinel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := render(t, tc.vals)
@@ -38,20 +62,21 @@ func TestConfigFileLoads(t *testing.T) {
 			file := cm.Data["config.yaml"]
 			checkMounts(t, o, cm)
 
-			// The secret files, as the pod sees them.
-			secretData := map[string][]byte{}
+			// No value of the chart's Secret, nor a password the values
+			// give, is in the ConfigMap.
+			leaks := []string{"s3cr3t", "MDEyMzQ1Njc4", "r3dis-pass", "s3ntinel-pass", "ignored"}
 			if o.Secret != nil {
-				secretData = o.Secret.Data
-			} else {
-				// existingSecret: what the user's Secret would hold.
-				secretData["client-secret"] = []byte("from-existing\n")
-				secretData["session-secrets"] = []byte("# rotated 2026-01\nMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")
+				for _, v := range o.Secret.Data {
+					leaks = append(leaks, strings.TrimSpace(string(v)))
+				}
 			}
-			if strings.Contains(file, "s3cr3t") || strings.Contains(file, "MDEyMzQ1Njc4") {
-				t.Error("a secret is in the ConfigMap")
+			for _, s := range leaks {
+				if strings.Contains(file, s) {
+					t.Errorf("a secret (%.3s…) is in the ConfigMap", s)
+				}
 			}
 
-			cfg := loadWithSecrets(t, file, secretData)
+			cfg := loadWithSecrets(t, file, podFiles(t, o, existingSecrets(t)))
 			if cfg.OIDC.ClientSecret != tc.clientSecret {
 				t.Errorf("client secret %q, want %q", cfg.OIDC.ClientSecret, tc.clientSecret)
 			}
@@ -61,38 +86,77 @@ func TestConfigFileLoads(t *testing.T) {
 			if cfg.Server.Address != ":4180" || cfg.Server.MetricsAddress != ":9090" {
 				t.Errorf("addresses %q %q", cfg.Server.Address, cfg.Server.MetricsAddress)
 			}
+			if cfg.Session.Store != tc.store {
+				t.Errorf("session.store %q, want %q", cfg.Session.Store, tc.store)
+			}
+			r := cfg.Session.Redis
+			if r.Password != tc.redisPassword || r.Sentinel.Password != tc.sentinelPass {
+				t.Errorf("redis password %q, sentinel password %q; want %q, %q", r.Password, r.Sentinel.Password, tc.redisPassword, tc.sentinelPass)
+			}
 		})
 	}
 }
 
-// TestConfigValuesReachTheFile: values under config end up in extauth's
-// configuration as given.
+// TestConfigValuesReachTheFile: values under config and redis end up in
+// extauth's configuration as given.
 func TestConfigValuesReachTheFile(t *testing.T) {
 	o := render(t, allOn(t))
-	cfg := loadWithSecrets(t, o.ConfigMaps["extauth-main"].Data["config.yaml"], o.Secret.Data)
+	cfg := loadWithSecrets(t, o.ConfigMaps["extauth-main"].Data["config.yaml"], podFiles(t, o, existingSecrets(t)))
 	if cfg.OIDC.IssuerURL != "https://keycloak.example.com/realms/main" || cfg.OIDC.Claims.Groups != "roles" ||
 		cfg.OIDC.ExtraAuthParams["audience"] != "api://default" || cfg.Session.CookieDomain != ".example.com" ||
 		cfg.Session.RefreshBefore.String() != "2m0s" || !slices.Equal(cfg.Authorization.Groups, []string{"sre", "admins"}) ||
 		!cfg.Headers.AccessToken || cfg.Logging.Level != "debug" || cfg.Server.ShutdownTimeout.String() != "1m30s" {
 		t.Errorf("config not as in all-on.yaml: %+v", cfg)
 	}
+	r := cfg.Session.Redis
+	if !cfg.Session.RedisUsed() || !r.Enabled || cfg.Session.Store != config.StoreRedis || r.DB != 2 || r.KeyPrefix != "extauth-main:" ||
+		r.Username != "extauth" || !r.TLS.Enabled || r.TLS.ServerName != "redis.example.com" || r.TLS.InsecureSkipVerify ||
+		len(r.TLS.CAPEM) == 0 || r.Sentinel.MasterName != "mymaster" || !slices.Equal(r.Sentinel.Addresses, []string{
+		"redis-node-0.redis-headless.redis.svc.cluster.local:26379", "redis-node-1.redis-headless.redis.svc.cluster.local:26379"}) {
+		t.Errorf("session.redis not as in all-on.yaml: %+v", r)
+	}
+}
+
+// configDoc is the part of the rendered config file that names mounted files.
+type configDoc struct {
+	OIDC struct {
+		ClientSecretFile string `json:"clientSecretFile"`
+	} `json:"oidc"`
+	Session struct {
+		SecretsFile string `json:"secretsFile"`
+		Store       string `json:"store"`
+		Redis       *struct {
+			Enabled      bool   `json:"enabled"`
+			Address      string `json:"address"`
+			PasswordFile string `json:"passwordFile"`
+			TLS          struct {
+				CAFile string `json:"caFile"`
+			} `json:"tls"`
+			Sentinel struct {
+				PasswordFile string `json:"passwordFile"`
+			} `json:"sentinel"`
+		} `json:"redis"`
+	} `json:"session"`
+}
+
+func parseConfigDoc(t *testing.T, cm *corev1.ConfigMap) configDoc {
+	t.Helper()
+	var doc configDoc
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &doc); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	return doc
 }
 
 // checkMounts: the …File paths in the config are where the pod mounts the
-// Secret's keys, the config file is where the args say, and the Secret has
-// every key the config names.
+// Secrets' keys, the config file is where the args say, and the chart's
+// Secret has every key the config names under its mount.
 func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 	t.Helper()
-	var doc struct {
-		OIDC struct {
-			ClientSecretFile string `json:"clientSecretFile"`
-		} `json:"oidc"`
-		Session struct {
-			SecretsFile string `json:"secretsFile"`
-		} `json:"session"`
-	}
-	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &doc); err != nil {
-		t.Fatalf("config.yaml: %v", err)
+	doc := parseConfigDoc(t, cm)
+	var redisFiles []string
+	if r := doc.Session.Redis; r != nil {
+		redisFiles = []string{r.PasswordFile, r.Sentinel.PasswordFile}
 	}
 	pod := o.Deployment.Spec.Template.Spec
 	c := o.container(t)
@@ -101,7 +165,11 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 		mountOf[m.Name] = m
 	}
 	for _, v := range pod.Volumes {
-		m := mountOf[v.Name]
+		m, ok := mountOf[v.Name]
+		if !ok {
+			t.Errorf("volume %s is not mounted", v.Name)
+			continue
+		}
 		switch {
 		case v.ConfigMap != nil:
 			if v.ConfigMap.Name != cm.Name || m.SubPath != "config.yaml" || cm.Data[m.SubPath] == "" {
@@ -110,7 +178,7 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 			if i := slices.Index(c.Args, "--config"); i < 0 || i+1 >= len(c.Args) || c.Args[i+1] != m.MountPath {
 				t.Errorf("args %q do not name the mounted config %s", c.Args, m.MountPath)
 			}
-		case v.Secret != nil:
+		case v.Secret != nil && v.Name == "secrets":
 			if doc.Session.SecretsFile != path.Join(m.MountPath, "session-secrets") {
 				t.Errorf("session.secretsFile %q, mounted at %s", doc.Session.SecretsFile, m.MountPath)
 			}
@@ -121,11 +189,19 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 				if v.Secret.SecretName != o.Secret.Name {
 					t.Errorf("secret volume mounts %s, the chart's Secret is %s", v.Secret.SecretName, o.Secret.Name)
 				}
-				for _, f := range []string{doc.OIDC.ClientSecretFile, doc.Session.SecretsFile} {
-					if f != "" && len(o.Secret.Data[path.Base(f)]) == 0 {
+				for _, f := range append([]string{doc.OIDC.ClientSecretFile, doc.Session.SecretsFile}, redisFiles...) {
+					if path.Dir(f) == m.MountPath && len(o.Secret.Data[path.Base(f)]) == 0 {
 						t.Errorf("the config names %s; the Secret has no key %s", f, path.Base(f))
 					}
 				}
+			}
+		case v.Secret != nil && v.Name == "redis-secret":
+			if r := doc.Session.Redis; r == nil || r.PasswordFile != path.Join(m.MountPath, "redis-password") {
+				t.Errorf("session.redis %+v, redis.existingSecret mounted at %s", r, m.MountPath)
+			}
+		case v.Secret != nil && v.Name == "redis-ca":
+			if r := doc.Session.Redis; r == nil || r.TLS.CAFile != path.Join(m.MountPath, "ca.crt") {
+				t.Errorf("session.redis %+v, redis.tls.caSecret mounted at %s", r, m.MountPath)
 			}
 		default:
 			t.Errorf("unexpected volume %+v", v)
@@ -133,13 +209,79 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 	}
 }
 
-// loadWithSecrets writes the secret files into a temporary directory, points
-// the config's …File keys there, and loads the config with extauth's loader.
-func loadWithSecrets(t *testing.T, file string, secrets map[string][]byte) *config.Config {
+// existingSecrets stand in for the Secrets the tests' values name but the
+// chart does not render, by name.
+func existingSecrets(t *testing.T) map[string]map[string][]byte {
 	t.Helper()
-	dir := t.TempDir()
-	for k, v := range secrets {
-		if err := os.WriteFile(filepath.Join(dir, k), v, 0o600); err != nil {
+	return map[string]map[string][]byte{
+		"mine": {
+			"client-secret":     []byte("from-existing\n"),
+			"session-secrets":   []byte("# rotated 2026-01\nMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"),
+			"redis-password":    []byte("from-existing-redis\n"),
+			"sentinel-password": []byte("from-existing-sentinel"),
+		},
+		"my-secret":   {"client-secret": []byte("x"), "session-secrets": []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")},
+		"redis-creds": {"password": []byte("from-redis-creds\n"), "redis-password": []byte("default-key")},
+		"redis-ca":    {"ca.crt": testCAPEM(t), "tls.crt": []byte("not read")},
+	}
+}
+
+// podFiles are the files the pod sees from its Secret volumes, by path: the
+// chart's Secret's keys, or those of a stand-in from existing for a Secret
+// the chart does not render, renamed by the volume's items. An item whose
+// key the Secret lacks keeps a real pod from starting: an error here.
+func podFiles(t *testing.T, o *objects, existing map[string]map[string][]byte) map[string][]byte {
+	t.Helper()
+	mountOf := map[string]corev1.VolumeMount{}
+	for _, m := range o.container(t).VolumeMounts {
+		mountOf[m.Name] = m
+	}
+	files := map[string][]byte{}
+	for _, v := range o.Deployment.Spec.Template.Spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		m, ok := mountOf[v.Name]
+		if !ok {
+			t.Errorf("volume %s is not mounted", v.Name)
+			continue
+		}
+		var data map[string][]byte
+		if o.Secret != nil && v.Secret.SecretName == o.Secret.Name {
+			data = o.Secret.Data
+		} else if data = existing[v.Secret.SecretName]; data == nil {
+			t.Fatalf("volume %s mounts the Secret %s, which the test has no stand-in for", v.Name, v.Secret.SecretName)
+		}
+		if len(v.Secret.Items) == 0 {
+			for k, b := range data {
+				files[path.Join(m.MountPath, k)] = b
+			}
+			continue
+		}
+		for _, it := range v.Secret.Items {
+			b, ok := data[it.Key]
+			if !ok {
+				t.Errorf("volume %s: the Secret %s has no key %s: the pod would not start", v.Name, v.Secret.SecretName, it.Key)
+				continue
+			}
+			files[path.Join(m.MountPath, it.Path)] = b
+		}
+	}
+	return files
+}
+
+// loadWithSecrets writes the pod's files under a temporary directory,
+// points every …File key of the config there, and loads the config with
+// extauth's loader: a key naming a file the pod would not have fails.
+func loadWithSecrets(t *testing.T, file string, files map[string][]byte) *config.Config {
+	t.Helper()
+	root := t.TempDir()
+	for p, v := range files {
+		dst := filepath.Join(root, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, v, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,17 +289,25 @@ func loadWithSecrets(t *testing.T, file string, secrets map[string][]byte) *conf
 	if err := yaml.Unmarshal([]byte(file), &doc); err != nil {
 		t.Fatalf("config.yaml: %v", err)
 	}
-	for _, key := range [][2]string{{"oidc", "clientSecretFile"}, {"session", "secretsFile"}} {
-		section, _ := doc[key[0]].(map[string]any)
-		if f, ok := section[key[1]].(string); ok {
-			section[key[1]] = filepath.Join(dir, path.Base(f))
+	var rebase func(m map[string]any)
+	rebase = func(m map[string]any) {
+		for k, v := range m {
+			switch v := v.(type) {
+			case map[string]any:
+				rebase(v)
+			case string:
+				if strings.HasSuffix(k, "File") && v != "" {
+					m[k] = filepath.Join(root, filepath.FromSlash(v))
+				}
+			}
 		}
 	}
+	rebase(doc)
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "config.yaml")
+	cfgPath := filepath.Join(root, "config.yaml")
 	if err := os.WriteFile(cfgPath, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -166,4 +316,27 @@ func loadWithSecrets(t *testing.T, file string, secrets map[string][]byte) *conf
 		t.Fatalf("extauth rejects the chart's config:\n%v\n--- config.yaml\n%s", err, file)
 	}
 	return cfg
+}
+
+// testCAPEM is a self-signed CA certificate in PEM, for redis.tls.caSecret.
+func testCAPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test redis CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

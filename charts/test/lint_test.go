@@ -58,6 +58,16 @@ func TestSchema(t *testing.T) {
 		{"unknown config section", minimal(t, "config.sesion", map[string]any{}), "sesion"},
 		{"bad duration", minimal(t, "config.server.shutdownTimeout", 15), "shutdownTimeout"},
 		{"provider port", minimal(t, "networkPolicy.egress.providerPorts", []any{"https"}), "providerPorts"},
+		{"redis db string", minimal(t, "redis.db", "x"), "db"},
+		{"redis db negative", minimal(t, "redis.db", -1), "db"},
+		{"redis enabled string", minimal(t, "redis.enabled", "true"), "enabled"},
+		{"unknown redis key", minimal(t, "redis.cluster", true), "cluster"},
+		{"unknown redis tls key", minimal(t, "redis.tls.verify", false), "verify"},
+		{"unknown redis sentinel key", minimal(t, "redis.sentinel.master", "m"), "master"},
+		{"redis address without port", minimal(t, "redis.address", "redis.example.com"), "address"},
+		{"sentinel addresses not a list", minimal(t, "redis.sentinel.addresses", "s:26379"), "addresses"},
+		{"empty key prefix", minimal(t, "redis.keyPrefix", ""), "keyPrefix"},
+		{"redisTo not a list", minimal(t, "networkPolicy.egress.redisTo", map[string]any{}), "redisTo"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Render(ChartDir, tc.vals)

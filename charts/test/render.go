@@ -174,9 +174,13 @@ func Manifest(chartDir string) ([]byte, error) {
 #      from the ConfigMap)
 #   3. set oidc.issuerURL and oidc.clientID in the ConfigMap below, and
 #      whatever else your setup needs (redirectURL, cookieDomain, authorization)
-#   4. kubectl apply -f manifests/extauth.yaml
+#   4. the replicas refresh sessions on their own unless they share a Redis:
+#      set session.redis.enabled and session.redis.address in the ConfigMap;
+#      a password goes into the Secret as the key redis-password, with
+#      session.redis.passwordFile: %[3]s/redis-password
+#   5. kubectl apply -f manifests/extauth.yaml
 # Examples of protected Ingresses and gateway policies: manifests/examples/.
-`, Namespace, values["existingSecret"])
+`, Namespace, values["existingSecret"], "/etc/extauth/secrets")
 	b.WriteString(rel.Manifest)
 	return b.Bytes(), nil
 }

@@ -69,6 +69,64 @@ and NetworkPolicy must agree with it.
 {{- printf "%s.%s.svc.%s" (include "extauth.fullname" .) .Release.Namespace .Values.clusterDomain }}
 {{- end }}
 
+{{/*
+Where the Redis secrets are mounted: redis.existingSecret's keys (their own
+volume, the items renamed to the names below) and the CA of redis.tls.caSecret.
+*/}}
+{{- define "extauth.redisSecretDir" -}}/etc/extauth/redis{{- end }}
+{{- define "extauth.redisCADir" -}}/etc/extauth/redis-ca{{- end }}
+
+{{/*
+The file session.redis.passwordFile names, or nothing: a key of
+redis.existingSecret, or redis.password in the chart's Secret.
+*/}}
+{{- define "extauth.redisPasswordFile" -}}
+{{- $r := .Values.redis }}
+{{- if $r.enabled }}
+{{- if $r.existingSecret }}
+{{- printf "%s/redis-password" (include "extauth.redisSecretDir" .) }}
+{{- else if $r.password }}
+{{- printf "%s/redis-password" (include "extauth.secretsDir" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The same for session.redis.sentinel.passwordFile. */}}
+{{- define "extauth.redisSentinelPasswordFile" -}}
+{{- $r := .Values.redis }}
+{{- if and $r.enabled $r.sentinel.masterName }}
+{{- if $r.existingSecret }}
+{{- if $r.sentinel.existingSecretPasswordKey }}
+{{- printf "%s/redis-sentinel-password" (include "extauth.redisSecretDir" .) }}
+{{- end }}
+{{- else if $r.sentinel.password }}
+{{- printf "%s/redis-sentinel-password" (include "extauth.secretsDir" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TCP ports extauth reaches Redis on, comma-separated, for the
+NetworkPolicy: the port of redis.address, or with Sentinel those of the
+Sentinels and, for the master they name, of redis.address (6379 without it).
+*/}}
+{{- define "extauth.redisPorts" -}}
+{{- $r := .Values.redis }}
+{{- $addrs := list $r.address }}
+{{- if $r.sentinel.masterName }}
+{{- $addrs = append $r.sentinel.addresses (default ":6379" $r.address) }}
+{{- end }}
+{{- $ports := list }}
+{{- range $addrs }}
+{{- $port := regexFind ":[0-9]+$" (toString .) | trimPrefix ":" }}
+{{- if not $port }}
+{{- fail (printf "redis: no port in %q: give host:port" (toString .)) }}
+{{- end }}
+{{- $ports = append $ports (int $port) }}
+{{- end }}
+{{- $ports | uniq | join "," }}
+{{- end }}
+
 {{/* The Secret the pods mount: the user's, or the chart's. */}}
 {{- define "extauth.secretName" -}}
 {{- default (include "extauth.fullname" .) .Values.existingSecret }}
@@ -123,6 +181,7 @@ file keys point at them.
 {{- end }}
 {{- $_ := unset $session "secrets" }}
 {{- $_ := set $session "secretsFile" (printf "%s/session-secrets" (include "extauth.secretsDir" .)) }}
+{{- include "extauth.redisConfig" (dict "root" . "session" $session) }}
 {{- $_ := set $cfg "session" $session }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -142,4 +201,85 @@ summed here.
 {{- $total = addf $total (mulf $num (get $units $unit)) }}
 {{- end }}
 {{- ceil $total | int }}
+{{- end }}
+
+
+{{/*
+session.store and session.redis from .Values.redis, written into the
+session dict it is given. The chart owns these keys: passwords and the CA
+are mounted files, and the NetworkPolicy follows the addresses. Values
+that cannot work fail the render here rather than the pods at start.
+*/}}
+{{- define "extauth.redisConfig" -}}
+{{- $root := .root }}
+{{- $session := .session }}
+{{- $r := $root.Values.redis }}
+{{- $sentinel := $r.sentinel }}
+{{- $tls := $r.tls }}
+{{- if and $r.sessionStore (not $r.enabled) }}
+{{- fail "redis.sessionStore: needs redis.enabled: true and the Redis to use (redis.address, or redis.sentinel)" }}
+{{- end }}
+{{- $store := ternary "redis" "cookie" (and $r.enabled $r.sessionStore) }}
+{{- if and (hasKey $session "store") (ne (toString (get $session "store")) $store) }}
+{{- fail (printf "config.session.store: the chart sets it from redis.enabled and redis.sessionStore (%q here); leave it out" $store) }}
+{{- end }}
+{{- $redis := get $session "redis" | default dict }}
+{{- range $key := list "enabled" "address" "username" "password" "passwordFile" "db" "keyPrefix" "tls" "sentinel" }}
+{{- if hasKey $redis $key }}
+{{- fail (printf "config.session.redis.%s: set redis.* instead; the chart writes session.redis from them, with the passwords and the CA as mounted files" $key) }}
+{{- end }}
+{{- end }}
+{{- if not $r.enabled }}
+{{- if not $redis }}
+{{- $_ := unset $session "redis" }}
+{{- end }}
+{{- else }}
+{{- $_ := set $session "store" $store }}
+{{- $_ := set $redis "enabled" true }}
+{{- if $sentinel.masterName }}
+{{- if not $sentinel.addresses }}
+{{- fail "redis.sentinel.addresses: list the Sentinels (host:port) that know redis.sentinel.masterName" }}
+{{- end }}
+{{- $s := dict "masterName" $sentinel.masterName "addresses" $sentinel.addresses }}
+{{- with include "extauth.redisSentinelPasswordFile" $root }}
+{{- $_ := set $s "passwordFile" . }}
+{{- end }}
+{{- $_ := set $redis "sentinel" $s }}
+{{- else }}
+{{- if or $sentinel.addresses $sentinel.password $sentinel.existingSecretPasswordKey }}
+{{- fail "redis.sentinel: set redis.sentinel.masterName with the Sentinels' addresses, or leave redis.sentinel empty" }}
+{{- end }}
+{{- if not $r.address }}
+{{- fail "redis.address is required with redis.enabled: host:port of your Redis (or redis.sentinel.masterName and addresses)" }}
+{{- end }}
+{{- $_ := set $redis "address" $r.address }}
+{{- end }}
+{{- $_ := set $redis "db" (int $r.db) }}
+{{- $_ := set $redis "keyPrefix" $r.keyPrefix }}
+{{- with $r.username }}
+{{- $_ := set $redis "username" . }}
+{{- end }}
+{{- if and $root.Values.existingSecret (not $r.existingSecret) (or $r.password $sentinel.password) }}
+{{- fail "redis.password/redis.sentinel.password: with existingSecret the chart creates no Secret to hold them; put them in a Secret of yours and name it in redis.existingSecret" }}
+{{- end }}
+{{- with include "extauth.redisPasswordFile" $root }}
+{{- $_ := set $redis "passwordFile" . }}
+{{- end }}
+{{- if $tls.enabled }}
+{{- $t := dict "enabled" true }}
+{{- with $tls.serverName }}
+{{- $_ := set $t "serverName" . }}
+{{- end }}
+{{- if $tls.insecureSkipVerify }}
+{{- $_ := set $t "insecureSkipVerify" true }}
+{{- end }}
+{{- if $tls.caSecret }}
+{{- $_ := set $t "caFile" (printf "%s/ca.crt" (include "extauth.redisCADir" $root)) }}
+{{- end }}
+{{- $_ := set $redis "tls" $t }}
+{{- else if or $tls.serverName $tls.insecureSkipVerify $tls.caSecret }}
+{{- fail "redis.tls.serverName/insecureSkipVerify/caSecret: set redis.tls.enabled: true too" }}
+{{- end }}
+{{- $_ := set $session "redis" $redis }}
+{{- end }}
 {{- end }}
