@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 30000x
 CONFIG ?= examples/config.yaml
 
-.PHONY: all build docker test unit fuzz e2e chart-test manifests lint run bench demo demo-deps clean
+.PHONY: all build docker test unit fuzz e2e chart-test manifests lint run bench bench-load demo demo-deps clean
 
 all: build
 
@@ -64,6 +64,11 @@ run: build
 ## bench: the check's Go benchmarks (target: ≤ 20 µs/op and ≤ 40 allocs/op)
 bench:
 	go test -run '^$$' -bench . -benchmem -count 3 ./pkg/handlers ./pkg/session
+
+## bench-load: nginx auth_request under wrk on loopback (floors, extauth, oauth2-proxy, the redis
+## store) and a refresh storm; writes bench/RESULTS.md. Flags: BENCH_FLAGS="-duration 2s" (bench/README.md)
+bench-load:
+	cd bench && go run . $(BENCH_FLAGS)
 
 ## demo: the whole flow on loopback: nginx, a real OpenID provider, extauth, an echo app
 demo: demo-deps
