@@ -10,7 +10,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 30000x
 CONFIG ?= examples/config.yaml
 
-.PHONY: all build docker test unit fuzz e2e chart-test manifests lint run bench bench-load demo demo-deps clean
+.PHONY: all build docker test unit fuzz e2e chart-test manifests lint run bench bench-test bench-load demo demo-deps clean
 
 all: build
 
@@ -24,7 +24,7 @@ docker:
 
 ## test: vet, every test under the race detector, each fuzz target for $(FUZZTIME), then
 ## the end-to-end tests (nginx, a real OpenID provider, chromium: .ci/run installs them)
-test: lint unit fuzz chart-test e2e
+test: lint unit fuzz chart-test e2e bench-test
 
 unit:
 	go test -race -count=1 ./...
@@ -56,6 +56,7 @@ lint:
 	go vet ./...
 	cd e2e && go vet ./...
 	cd charts/test && go vet ./...
+	cd bench && go vet ./...
 
 ## run: serve with $(CONFIG)
 run: build
@@ -64,6 +65,11 @@ run: build
 ## bench: the check's Go benchmarks (target: ≤ 20 µs/op and ≤ 40 allocs/op)
 bench:
 	go test -run '^$$' -bench . -benchmem -count 3 ./pkg/handlers ./pkg/session
+
+## bench-test: the load benchmark's own tests (every case for a second, the refresh
+## storm of 200 sessions × 20 checks); bench/ is its own Go module
+bench-test:
+	cd bench && go test -count=1 -timeout 10m ./...
 
 ## bench-load: nginx auth_request under wrk on loopback (floors, extauth, oauth2-proxy, the redis
 ## store) and a refresh storm; writes bench/RESULTS.md. Flags: BENCH_FLAGS="-duration 2s" (bench/README.md)

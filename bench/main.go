@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -66,6 +67,7 @@ type options struct {
 	out, profile       string
 	note               string
 	only               string
+	rounds             int
 	tokenset           string
 	timeout            time.Duration
 	keep               bool
@@ -88,6 +90,7 @@ func run() error {
 	flag.IntVar(&o.storm.PerSession, "storm-per-session", 20, "refresh storm: concurrent checks per session")
 	flag.StringVar(&o.out, "out", "", `where to write the results (default bench/RESULTS.md; "-": nowhere)`)
 	flag.StringVar(&o.profile, "profile", "", "also take a 10 s CPU profile of extauth under load (through nginx) into this file and print its top")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of all cases, interleaved; each case reports its median round")
 	flag.StringVar(&o.only, "cases", "", "run only these cases, comma-separated keys (floor-nginx, floor-go, extauth, oauth2-proxy, extauth-direct, oauth2-proxy-direct, extauth-401, extauth-redis, floor-go-direct); default all")
 	flag.StringVar(&o.note, "note", "", "a line for the results' header (say, what else ran on the machine)")
 	flag.StringVar(&o.tokenset, "tokenset", "", "the Okta token set (default ../shared/testdata/tokensets/okta.json beside the repository)")
@@ -112,6 +115,7 @@ func run() error {
 
 // bench holds what the cases share.
 type bench struct {
+	profiled  bool // the -profile of extauth is taken (once, in the first round)
 	o         options
 	repoRoot  string
 	benchDir  string
@@ -443,39 +447,76 @@ func (b *bench) cases() []caseDef {
 	}
 }
 
-// runCases measures every selected case, in order. A case that fails ends
-// the run, except oauth2-proxy's, which only become "unavailable".
+// runCases measures every selected case, -rounds times, the rounds
+// interleaved (case 1, 2, …, then again) so that a noisy moment of the
+// machine spreads over all cases instead of hitting one. Each case reports
+// its median round by requests/s, with the median CPU per 10k of its
+// rounds and the highest peak RSS. A case that fails ends the run, except
+// oauth2-proxy's, which only become "unavailable".
 func (b *bench) runCases(ctx context.Context) ([]*caseResult, error) {
-	logf("cases: %s, nginx worker_processes %d, same for every case", b.o.wrk, b.o.nginxWorkers)
-	var results []*caseResult
+	logf("cases: %s, nginx worker_processes %d, same for every case, %d rounds", b.o.wrk, b.o.nginxWorkers, b.o.rounds)
 	cases, err := b.selectCases()
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range cases {
-		if c.unavailable != "" {
+	rounds := make([][]*caseResult, len(cases))
+	for round := range max(b.o.rounds, 1) {
+		for i, c := range cases {
+			if c.unavailable != "" {
+				continue
+			}
+			r, err := b.measure(ctx, c)
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+			}
+			if err != nil {
+				if strings.HasPrefix(c.key, "oauth2-proxy") {
+					// oauth2-proxy never fails the whole run.
+					cases[i].unavailable = oneLine(err.Error())
+					logf("%s: unavailable: %v", c.name, err)
+					continue
+				}
+				return nil, fmt.Errorf("%s: %w", c.name, err)
+			}
+			logf("round %d, %s: %.0f req/s, p50 %s, p99 %s %s", round+1, c.name, r.w.RPS, fmtDur(r.w.P50), fmtDur(r.w.P99), strings.Join(r.notes, "; "))
+			rounds[i] = append(rounds[i], r)
+		}
+	}
+	var results []*caseResult
+	for i, c := range cases {
+		if c.unavailable != "" || len(rounds[i]) == 0 {
 			logf("%s: unavailable: %s", c.name, c.unavailable)
 			results = append(results, &caseResult{caseDef: c})
 			continue
 		}
-		r, err := b.measure(ctx, c)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("interrupted: %w", ctx.Err())
-		}
-		if err != nil {
-			if strings.HasPrefix(c.key, "oauth2-proxy") {
-				// oauth2-proxy never fails the whole run.
-				c.unavailable = oneLine(err.Error())
-				results = append(results, &caseResult{caseDef: c})
-				logf("%s: unavailable: %v", c.name, err)
-				continue
-			}
-			return nil, fmt.Errorf("%s: %w", c.name, err)
-		}
-		logf("%s: %.0f req/s, p50 %s, p99 %s %s", c.name, r.w.RPS, fmtDur(r.w.P50), fmtDur(r.w.P99), strings.Join(r.notes, "; "))
-		results = append(results, r)
+		results = append(results, medianRound(rounds[i]))
 	}
 	return results, nil
+}
+
+// medianRound is the round with the median requests/s, carrying the median
+// CPU figures and the highest peak RSS of all rounds.
+func medianRound(rs []*caseResult) *caseResult {
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b *caseResult) int { return cmp.Compare(a.w.RPS, b.w.RPS) })
+	med := *sorted[len(sorted)/2]
+	median := func(f func(*caseResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	med.authCPU = median(func(r *caseResult) float64 { return r.authCPU })
+	med.nginxCPU = median(func(r *caseResult) float64 { return r.nginxCPU })
+	for _, r := range rs {
+		med.rss = max(med.rss, r.rss)
+		if r.profileTop != "" {
+			med.profileTop = r.profileTop
+		}
+	}
+	return &med
 }
 
 // selectCases is b.cases() narrowed by -cases.
@@ -643,7 +684,8 @@ func (b *bench) measure(ctx context.Context, c caseDef) (*caseResult, error) {
 	if err := expectStatus(ctx, url, headers, c.want); err != nil {
 		return nil, fmt.Errorf("after the run: %w", err)
 	}
-	if b.o.profile != "" && c.key == "extauth" {
+	if b.o.profile != "" && c.key == "extauth" && !b.profiled {
+		b.profiled = true
 		if r.profileTop, err = b.profileExtauth(ctx, svc, url, headers); err != nil {
 			r.notes = append(r.notes, "profile: "+oneLine(err.Error()))
 		}

@@ -58,6 +58,7 @@ func (b *bench) report(results []*caseResult, storm *stormResult, stormErr error
 	}
 	fmt.Fprintf(&s, "- Machine: nproc %d, %s, Linux %s (load generator, nginx and the auth process share these cores)\n", m.NProc, m.CPU, m.Kernel)
 	fmt.Fprintf(&s, "- Go: %s; nginx: %s; wrk: %s; oauth2-proxy: %s\n", m.Go, m.Nginx, m.Wrk, m.OAuth2Proxy)
+	fmt.Fprintf(&s, "- Rounds: %d of every case, interleaved; each case shows its median round by requests/s, the median CPU of its rounds and the highest peak RSS\n", max(b.o.rounds, 1))
 	fmt.Fprintf(&s, "- Load: `%s`, every case on 127.0.0.1; nginx `worker_processes %d`, the reference `examples/nginx/protected-app.conf` (upstream `keepalive 32`), no access log\n",
 		b.o.wrk, b.o.nginxWorkers)
 	fmt.Fprintf(&s, "- Sessions: extauth's is Okta-sized (`okta.json`, sealed with the config's secret: %d B of cookie)", cookieHeaderSize(b.cookie))
