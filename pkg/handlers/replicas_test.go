@@ -229,22 +229,5 @@ func BenchmarkCheckRedisStore(b *testing.B) {
 	ts := testenv.LoadTokenSet(b, "okta")
 	base.idp.ServeTokens(ts.AccessToken, ts.RefreshToken)
 	rep := base.replica(r.Addr, config.StoreRedis)
-	cookies := rep.signIn("/").list()
-	req := httptest.NewRequest(http.MethodGet, "/oauth2/auth", nil)
-	req.Header.Set("X-Original-URL", "https://app.example.com/dashboard?tab=1")
-	req.Header.Set("X-Original-Method", "GET")
-	req.Header.Set("X-Request-ID", "5f0c1a2b3c4d5e6f")
-	for _, c := range cookies {
-		req.AddCookie(c)
-	}
-	w := &discardWriter{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.h)
-		w.code = 0
-		rep.router.ServeHTTP(w, req)
-		if w.code != http.StatusOK {
-			b.Fatalf("status %d", w.code)
-		}
-	}
+	benchmarkCheck(b, rep.router, rep.signIn("/").list())
 }
