@@ -66,10 +66,10 @@ type ExternalProvider struct {
 
 // Stack is a running stack.
 type Stack struct {
-	URL      string // the protected app through nginx, e.g. http://127.0.0.1:8080
-	OP       *op.Provider
-	Config   *config.Config // extauth's configuration (its session secret opens cookies in tests)
-	Dir      string
+	URL    string // the protected app through nginx, e.g. http://127.0.0.1:8080
+	OP     *op.Provider
+	Config *config.Config // extauth's configuration (its session secret opens cookies in tests)
+	Dir    string
 	// Replicas are the extauth addresses (host:port), Metrics their metrics listeners.
 	Replicas []string
 	Metrics  []string
