@@ -221,6 +221,45 @@ func TestReplicasSignOutDeletesRedisSession(t *testing.T) {
 	}
 }
 
+// TestReplicasShareInvalidGrant: the provider rejects the refresh token.
+// Concurrent checks over three replicas ask it once, and all answer 401 —
+// the other replicas take the published verdict; with the Redis store the
+// session is deleted from Redis.
+func TestReplicasShareInvalidGrant(t *testing.T) {
+	for _, store := range []string{config.StoreCookie, config.StoreRedis} {
+		t.Run(store, func(t *testing.T) {
+			r := testenv.StartRedis(t)
+			base := newTestEnv(t, nil).discover()
+			rs := []*testEnv{base.replica(r.Addr, store), base.replica(r.Addr, store), base.replica(r.Addr, store)}
+			old := rs[0].signIn("/").list()
+			base.clock.Advance(time.Hour)
+			base.idp.SetFault(providertest.EndpointToken, providertest.FaultInvalidGrant)
+			const n = 30
+			codes := make([]int, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() { codes[i] = rs[i%3].check(old, "", nil).Code })
+			}
+			wg.Wait()
+			for i, c := range codes {
+				if c != http.StatusUnauthorized {
+					t.Errorf("check %d: %d, want 401", i, c)
+				}
+			}
+			if got := base.idp.TokenRequests(providertest.GrantRefreshToken); got != 1 {
+				t.Errorf("the rejected refresh token was presented %d times, want once", got)
+			}
+			if store == config.StoreRedis {
+				c := redis.NewClient(&redis.Options{Addr: r.Addr})
+				defer c.Close()
+				if keys := c.Keys(context.Background(), "extauth:session:*").Val(); len(keys) != 0 {
+					t.Errorf("the session outlived invalid_grant in redis: %v", keys)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkCheckRedisStore is BenchmarkCheckOkta with the session in Redis:
 // the check reads it with one GET from a real redis-server on loopback.
 func BenchmarkCheckRedisStore(b *testing.B) {
