@@ -1,7 +1,9 @@
 package handlers
 
 import (
+	"context"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -11,6 +13,9 @@ func (h *handler) healthz(c *gin.Context, rl *reqLog) {
 	c.Header("Cache-Control", "no-store")
 	c.String(http.StatusOK, "ok\n")
 }
+
+// redisPingTimeout bounds /readyz's look at Redis.
+const redisPingTimeout = 250 * time.Millisecond
 
 // readyz is readiness: 503 until the provider's discovery document has been
 // loaded (its keys are then fetched on first use), 200 after. Redis, when
@@ -23,7 +28,11 @@ func (h *handler) readyz(c *gin.Context, rl *reqLog) {
 	redis := ""
 	if h.Redis != nil {
 		redis = "redis: ok\n"
-		if err := h.Redis.Ping(c.Request.Context()); err != nil {
+		// Well within a probe's timeout (1 s by default): a Redis that
+		// hangs must not make the probe itself fail.
+		ctx, cancel := context.WithTimeout(c.Request.Context(), redisPingTimeout)
+		defer cancel()
+		if err := h.Redis.Ping(ctx); err != nil {
 			redis = "redis: unavailable\n"
 			rl.reason = "redis unavailable: " + err.Error()
 		}
