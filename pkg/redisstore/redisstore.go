@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -66,9 +67,29 @@ func New(cfg config.Redis, m *metrics.Metrics, log *slog.Logger) (*Store, error)
 		PoolTimeout:           opTimeout,
 		// CLIENT SETINFO is unknown to older servers and proxies.
 		DisableIdentity: true,
+		// A session is a few KB (Entra ID's with 40 groups about 9 KB):
+		// 16 KiB buffers instead of 32 keep a pool of connections small;
+		// larger values still pass, through more reads.
+		ReadBufferSize:  16 << 10,
+		WriteBufferSize: 16 << 10,
 	}
 	if cfg.Sentinel.MasterName != "" {
 		opts.Addrs = cfg.Sentinel.Addresses
+	}
+	if !cfg.TLS.Enabled {
+		// go-redis peeks at a pooled connection (a recvfrom syscall) before
+		// every command to see whether the server closed it: on the Redis
+		// store's check path, a third syscall beside the command's write and
+		// read. A connection that hides its file descriptor skips the peek
+		// (as TLS connections always do); a connection the server closed
+		// then fails its command, which go-redis retries on a new one.
+		opts.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return unpeekedConn{c}, nil
+		}
 	}
 	if cfg.TLS.Enabled {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLS.ServerName, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify}
@@ -93,6 +114,9 @@ type clientLogger struct{ log *slog.Logger }
 func (l clientLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
+
+// unpeekedConn is a net.Conn without SyscallConn; see the Dialer in New.
+type unpeekedConn struct{ net.Conn }
 
 // Close closes the connections.
 func (s *Store) Close() error { return s.client.Close() }

@@ -482,3 +482,26 @@ func writeCert(t *testing.T, dir string) []byte {
 	}
 	return certPEM
 }
+
+// TestRedisRestartedBetweenCommands: the pooled connection died with the
+// server (no peek before each command, see New): the next command is
+// retried on a new connection instead of failing.
+func TestRedisRestartedBetweenCommands(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s, m := newStore(t, config.Redis{Address: r.Addr})
+	b := Sessions{Store: s}
+	ctx := context.Background()
+	if err := b.Set(ctx, "extauth:session:x", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	r.Kill()
+	r.Start()
+	for i := range 3 { // every pooled connection is stale now
+		if _, err := b.Get(ctx, "extauth:session:x"); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("get %d after the restart: %v, want ErrNotFound (the restarted server is empty)", i, err)
+		}
+	}
+	if n := testutil.ToFloat64(m.StoreOperations.WithLabelValues(metrics.StoreSessionGet, metrics.StoreError)); n != 0 {
+		t.Errorf("%v errors after a restart", n)
+	}
+}
