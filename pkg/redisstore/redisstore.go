@@ -67,6 +67,9 @@ func New(cfg config.Redis, m *metrics.Metrics, log *slog.Logger) (*Store, error)
 		PoolTimeout:           opTimeout,
 		// CLIENT SETINFO is unknown to older servers and proxies.
 		DisableIdentity: true,
+		// RESP2: no push frames arrive between commands (RESP3's tracking
+		// and maintenance notifications), which the Dialer below relies on.
+		Protocol: 2,
 		// A session is a few KB (Entra ID's with 40 groups about 9 KB):
 		// 16 KiB buffers instead of 32 keep a pool of connections small;
 		// larger values still pass, through more reads.
