@@ -136,6 +136,9 @@ func newHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// logoutSyncWait bounds how long start-up waits for the shared logout records.
+const logoutSyncWait = 2 * time.Second
+
 // Run listens on both addresses, discovers the provider in the background,
 // and on ctx's end shuts down within server.shutdownTimeout, letting
 // requests in flight finish.
@@ -159,6 +162,15 @@ func (s *Server) Serve(ctx context.Context, mainLn, metricsLn net.Listener) erro
 	go s.provider.Run(discoverCtx)
 	if s.logouts != nil {
 		go s.logouts.Run(discoverCtx)
+		// A replica started after a back-channel logout must know it before
+		// it passes sessions: wait for the records, but never long for a
+		// Redis that is down (connections wait in the listen backlog).
+		select {
+		case <-s.logouts.Synced():
+		case <-time.After(logoutSyncWait):
+			s.log.Warn("serving before the logout records were loaded from redis", "waited", logoutSyncWait.String())
+		case <-ctx.Done():
+		}
 	}
 
 	errc := make(chan error, 2)

@@ -131,3 +131,44 @@ func TestServeLifecycle(t *testing.T) {
 		t.Error("still serving after shutdown")
 	}
 }
+
+// TestServeWithRedisDown: a Redis that is unreachable at start-up delays
+// serving by the bounded wait for the logout records, no more, and /readyz
+// then reports it without failing.
+func TestServeWithRedisDown(t *testing.T) {
+	idp := providertest.New(t)
+	cfg := config.Default()
+	cfg.OIDC.IssuerURL, cfg.OIDC.ClientID, cfg.OIDC.ClientSecret = idp.Issuer, idp.ClientID, idp.ClientSecret
+	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	cfg.Session.Redis.Enabled = true
+	cfg.Session.Redis.Address = dead.Addr().String()
+	dead.Close() // nothing listens there now
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	metricsLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, "http://"+mainLn.Addr().String()+"/readyz")
+		if code == http.StatusOK {
+			if !strings.Contains(body, "redis: unavailable") {
+				t.Errorf("readyz body %q does not report redis", body)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready with redis down: %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
