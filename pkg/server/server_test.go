@@ -15,11 +15,24 @@ import (
 )
 
 func TestPprofOptIn(t *testing.T) {
+	mainAddr, metricsAddr := serve(t, func(c *config.Config) { c.Server.Pprof = true })
+	if code, body := get(t, "http://"+metricsAddr+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof on the metrics listener: %d", code)
+	}
+	if code, _ := get(t, "http://"+mainAddr+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("pprof on the main listener: %d", code)
+	}
+}
+
+// serve runs a server against a fake provider, with update applied to its
+// config, until the test ends; it returns the main and metrics addresses.
+func serve(t *testing.T, update func(*config.Config)) (string, string) {
+	t.Helper()
 	idp := providertest.New(t)
 	cfg := config.Default()
 	cfg.OIDC.IssuerURL, cfg.OIDC.ClientID, cfg.OIDC.ClientSecret = idp.Issuer, idp.ClientID, idp.ClientSecret
 	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
-	cfg.Server.Pprof = true
+	update(cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -32,13 +45,8 @@ func TestPprofOptIn(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
-	defer func() { cancel(); <-done }()
-	if code, body := get(t, "http://"+metricsLn.Addr().String()+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
-		t.Errorf("pprof on the metrics listener: %d", code)
-	}
-	if code, _ := get(t, "http://"+mainLn.Addr().String()+"/debug/pprof/"); code != http.StatusNotFound {
-		t.Errorf("pprof on the main listener: %d", code)
-	}
+	t.Cleanup(func() { cancel(); <-done })
+	return mainLn.Addr().String(), metricsLn.Addr().String()
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -136,30 +144,16 @@ func TestServeLifecycle(t *testing.T) {
 // serving by the bounded wait for the logout records, no more, and /readyz
 // then reports it without failing.
 func TestServeWithRedisDown(t *testing.T) {
-	idp := providertest.New(t)
-	cfg := config.Default()
-	cfg.OIDC.IssuerURL, cfg.OIDC.ClientID, cfg.OIDC.ClientSecret = idp.Issuer, idp.ClientID, idp.ClientSecret
-	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	cfg.Session.Redis.Enabled = true
-	cfg.Session.Redis.Address = dead.Addr().String()
+	deadAddr := dead.Addr().String()
 	dead.Close() // nothing listens there now
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mainLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	metricsLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
-	defer func() { cancel(); <-done }()
+	mainAddr, _ := serve(t, func(c *config.Config) {
+		c.Session.Redis.Enabled = true
+		c.Session.Redis.Address = deadAddr
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		code, body := get(t, "http://"+mainLn.Addr().String()+"/readyz")
+		code, body := get(t, "http://"+mainAddr+"/readyz")
 		if code == http.StatusOK {
 			if !strings.Contains(body, "redis: unavailable") {
 				t.Errorf("readyz body %q does not report redis", body)
