@@ -10,7 +10,12 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME ?= 30000x
 CONFIG ?= examples/config.yaml
 
-.PHONY: all build docker test unit fuzz e2e chart-test manifests lint run bench bench-test bench-load demo demo-deps clean
+# Linters, pinned: `make tools` installs them (.ci/run does) into $(GOBIN).
+STATICCHECK_VERSION ?= v0.8.2
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOBIN ?= $(shell go env GOPATH 2>/dev/null)/bin
+
+.PHONY: all build docker test unit fuzz e2e chart-test manifests lint tools run bench bench-test bench-load demo demo-deps clean
 
 all: build
 
@@ -49,14 +54,22 @@ chart-test:
 manifests:
 	cd charts/test && go run ./cmd/render
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet and staticcheck on every module, golangci-lint's errorlint and
+## bodyclose on the service's module (.golangci.yml); `make tools` installs the linters
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@for tool in staticcheck golangci-lint; do command -v $$tool >/dev/null || \
+		{ echo "$$tool not found: run make tools"; exit 1; }; done
 	go vet ./...
-	cd e2e && go vet ./...
-	cd charts/test && go vet ./...
-	cd bench && go vet ./...
+	staticcheck ./...
+	golangci-lint run ./...
+	for m in e2e charts/test bench; do (cd $$m && go vet ./... && staticcheck ./...) || exit 1; done
+
+## tools: the pinned linters, with go install
+tools:
+	GOBIN=$(GOBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	GOBIN=$(GOBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 ## run: serve with $(CONFIG)
 run: build

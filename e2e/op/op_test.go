@@ -261,7 +261,7 @@ func TestProvider(t *testing.T) {
 	if !f.hasSessionCookie() {
 		t.Fatal("no provider session cookie after login")
 	}
-	tok, rawID := f.exchange(code, nonce, verifier)
+	tok, _ := f.exchange(code, nonce, verifier)
 
 	// The code is single use.
 	if _, err := f.oauth.Exchange(t.Context(), code, oauth2.VerifierOption(verifier)); err == nil {
@@ -328,7 +328,7 @@ func TestProvider(t *testing.T) {
 
 	// Second sign-in with the same browser: the provider session skips the form.
 	code, nonce, verifier = f.signIn(false)
-	_, rawID = f.exchange(code, nonce, verifier)
+	_, rawID := f.exchange(code, nonce, verifier)
 
 	// end_session with an unregistered post_logout_redirect_uri: 400, the
 	// session survives.

@@ -81,8 +81,6 @@ const testHost = "app.example.com"
 // in microseconds otherwise.
 const testRefreshTimeout = time.Second
 
-var testSecret = []byte("0123456789abcdef0123456789abcdef")
-
 // newTestEnv builds a router with a default config; update may change it
 // before the parts are built. The provider is discovered unless
 // update turns the fake provider off with a fault first.
@@ -189,20 +187,6 @@ func (j jar) list() []*http.Cookie {
 	var out []*http.Cookie
 	for _, c := range j {
 		out = append(out, c)
-	}
-	return out
-}
-
-func (j jar) without(names ...string) []*http.Cookie {
-	var out []*http.Cookie
-	for _, c := range j {
-		skip := false
-		for _, n := range names {
-			skip = skip || c.Name == n
-		}
-		if !skip {
-			out = append(out, c)
-		}
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -209,7 +210,7 @@ func (h *handler) logRequest(c *gin.Context, rl *reqLog, start time.Time) {
 // connection; on the check path a 500 still fails closed.
 func (h *handler) recoverPanic(c *gin.Context, rl *reqLog) {
 	if v := recover(); v != nil {
-		if v == http.ErrAbortHandler {
+		if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 			panic(v)
 		}
 		h.Log.Error("panic serving request", "route", c.FullPath(), "panic", fmt.Sprint(v))

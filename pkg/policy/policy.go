@@ -82,11 +82,6 @@ func ParseQuery(rawQuery string) (Rules, error) {
 	}, nil
 }
 
-// Empty reports whether no list is set.
-func (r Rules) Empty() bool {
-	return len(r.EmailDomains) == 0 && len(r.Emails) == 0 && len(r.Groups) == 0
-}
-
 func splitList(values []string) []string {
 	var out []string
 	for _, v := range values {

@@ -139,9 +139,6 @@ func New(cfg Config, now func() time.Time, log *slog.Logger, m *metrics.Metrics)
 	return p, nil
 }
 
-// Client is the HTTP client every provider call goes through.
-func (p *Provider) Client() *http.Client { return p.client }
-
 // Ready reports whether discovery has succeeded.
 func (p *Provider) Ready() bool { return p.d.Load() != nil }
 

@@ -94,7 +94,7 @@ func (c *Coordinator) Do(ctx context.Context, refreshToken string, redeem func(c
 			if ctx.Err() != nil {
 				return nil, false, ctx.Err()
 			}
-			return nil, false, fmt.Errorf("%w: %v", refresh.ErrUnavailable, errorf("refresh lock", err))
+			return nil, false, fmt.Errorf("%w: %w", refresh.ErrUnavailable, errorf("refresh lock", err))
 		}
 		switch code, _ := res[0].(int64); code {
 		case 1:

@@ -63,9 +63,6 @@ func NewStore(codec *Codec, opts Options, now func() time.Time) *Store {
 	return &Store{codec: codec, opts: opts, now: now}
 }
 
-// Name is the session cookie's name.
-func (s *Store) Name() string { return s.opts.Name }
-
 // Load returns the session of the request. Errors: ErrNoSession, ErrInvalid
 // (tampered, truncated, other secret…) and ErrExpired; none of them is the
 // server's fault.

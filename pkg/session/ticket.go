@@ -55,9 +55,6 @@ func NewTicketStore(codec *Codec, opts Options, backend Backend, prefix string, 
 	return &TicketStore{cookies: NewStore(codec, opts, now), backend: backend, prefix: prefix + "session:", rand: rand}
 }
 
-// Name is the ticket cookie's name.
-func (s *TicketStore) Name() string { return s.cookies.Name() }
-
 // Load reads the ticket and fetches the session it names. Errors:
 // ErrNoSession, ErrInvalid, ErrExpired, ErrNotFound and ErrUnavailable.
 func (s *TicketStore) Load(r *http.Request) (*State, error) {
@@ -71,7 +68,7 @@ func (s *TicketStore) Load(r *http.Request) (*State, error) {
 		if errors.Is(err, ErrNotFound) {
 			return nil, ErrNotFound
 		}
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	plain, err := t.open(blob, key)
 	if err != nil {
@@ -188,7 +185,7 @@ func (s *TicketStore) put(ctx context.Context, st *State) error {
 		return err
 	}
 	if err := s.backend.Set(ctx, key, blob, ttl); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
 }

@@ -186,7 +186,7 @@ type config struct {
 }
 
 // WithClock makes the provider use clock for every time it issues or checks
-// (iat, exp, code and refresh-token expiry). SetNow and Advance then panic.
+// (iat, exp, code and refresh-token expiry). Advance then panics.
 func WithClock(clock func() time.Time) Option { return func(c *config) { c.clock = clock } }
 
 // WithClient sets the registered client. An empty secret registers a public
@@ -284,23 +284,22 @@ type Provider struct {
 	clockMu sync.Mutex
 	now     time.Time
 
-	mu                sync.Mutex
-	user              User
-	codes             map[string]*authCode
-	refreshTokens     map[string]*refreshRecord
-	accessTokens      map[string]*accessRecord
-	calls             map[string]int
-	tokenRequests     map[string]int
-	faults            map[string]faultState
-	revocations       []Revocation
-	endSessions       []url.Values
-	authorizeError    string
-	tokenResponse     func(grant string) map[string]any
-	idTokenMutator    func(claims map[string]any)
-	idTokenOtherKey   bool
-	idTokenAlgNone    bool
-	userinfoOverride  map[string]any
-	logoutTokenSerial int
+	mu               sync.Mutex
+	user             User
+	codes            map[string]*authCode
+	refreshTokens    map[string]*refreshRecord
+	accessTokens     map[string]*accessRecord
+	calls            map[string]int
+	tokenRequests    map[string]int
+	faults           map[string]faultState
+	revocations      []Revocation
+	endSessions      []url.Values
+	authorizeError   string
+	tokenResponse    func(grant string) map[string]any
+	idTokenMutator   func(claims map[string]any)
+	idTokenOtherKey  bool
+	idTokenAlgNone   bool
+	userinfoOverride map[string]any
 }
 
 // New starts a fake provider; t.Cleanup closes it.
@@ -389,14 +388,6 @@ func (p *Provider) Now() time.Time {
 	p.clockMu.Lock()
 	defer p.clockMu.Unlock()
 	return p.now
-}
-
-// SetNow sets the provider's own clock. It panics if WithClock was used.
-func (p *Provider) SetNow(t time.Time) {
-	p.ownClock("SetNow")
-	p.clockMu.Lock()
-	defer p.clockMu.Unlock()
-	p.now = t
 }
 
 // Advance moves the provider's own clock. It panics if WithClock was used.

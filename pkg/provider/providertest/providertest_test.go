@@ -103,7 +103,10 @@ func wantOAuthError(t *testing.T, err error, code string) {
 }
 
 // postForm POSTs form to the endpoint, with Basic auth if user != "".
-func postForm(t *testing.T, p *providertest.Provider, endpoint, user, pass string, form url.Values) (*http.Response, map[string]any) {
+// answer is a response whose body has been read and closed.
+type answer struct{ StatusCode int }
+
+func postForm(t *testing.T, p *providertest.Provider, endpoint, user, pass string, form url.Values) (answer, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, p.URL(endpoint), strings.NewReader(form.Encode()))
 	if err != nil {
@@ -121,7 +124,7 @@ func postForm(t *testing.T, p *providertest.Provider, endpoint, user, pass strin
 	body, _ := io.ReadAll(resp.Body)
 	var m map[string]any
 	_ = json.Unmarshal(body, &m)
-	return resp, m
+	return answer{resp.StatusCode}, m
 }
 
 func TestDiscovery(t *testing.T) {
@@ -316,7 +319,11 @@ func TestCodeExpiryAndRedirectMismatch(t *testing.T) {
 
 func TestAuthorizeValidation(t *testing.T) {
 	p := providertest.New(t, providertest.WithRedirectURIs(callback))
-	get := func(q url.Values) *http.Response {
+	type answer struct {
+		StatusCode int
+		location   *url.URL
+	}
+	get := func(q url.Values) answer {
 		t.Helper()
 		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		resp, err := client.Get(p.URL(providertest.EndpointAuthorize) + "?" + q.Encode())
@@ -324,7 +331,8 @@ func TestAuthorizeValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		return resp
+		loc, _ := resp.Location()
+		return answer{resp.StatusCode, loc}
 	}
 	good := func() url.Values {
 		return url.Values{
@@ -352,11 +360,11 @@ func TestAuthorizeValidation(t *testing.T) {
 	}
 
 	p.AuthorizeError("access_denied")
-	loc, _ := get(good()).Location()
+	loc := get(good()).location
 	if q := loc.Query(); q.Get("error") != "access_denied" || q.Get("state") != "xyz" || q.Has("code") {
 		t.Errorf("AuthorizeError redirect = %v", loc)
 	}
-	loc, _ = get(good()).Location()
+	loc = get(good()).location
 	if q := loc.Query(); q.Has("error") || q.Get("code") == "" {
 		t.Errorf("AuthorizeError was not one-shot: %v", loc)
 	}

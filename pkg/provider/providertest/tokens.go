@@ -42,9 +42,6 @@ func loadKeys() {
 	})
 }
 
-// KeyID returns the kid of the provider's signing key, as published at /keys.
-func (p *Provider) KeyID() string { return signingKID }
-
 // PublicKey returns the provider's signing key, as published at /keys.
 func (p *Provider) PublicKey() *rsa.PublicKey { return &signingKey.PublicKey }
 
@@ -133,7 +130,7 @@ func unsignedJWT(claims map[string]any) string {
 
 // verifyOwnJWT reports whether raw is a JWT signed by the provider's key.
 func verifyOwnJWT(raw string) (map[string]any, bool) {
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return nil, false
 	}
