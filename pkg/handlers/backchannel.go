@@ -17,8 +17,8 @@ const (
 	// backchannelEvent is the events member that makes a JWT a logout token
 	// (Back-Channel Logout 1.0 §2.4).
 	backchannelEvent = "http://schemas.openid.net/event/backchannel-logout"
-	// maxLogoutBody bounds the form: a logout token is a few KB.
-	maxLogoutBody = 64 << 10
+	// maxLogoutBody bounds the form: a logout token is one or two KB.
+	maxLogoutBody = 32 << 10
 	// A logout token is accepted from iatSkew in the future (clocks differ)
 	// to iatMaxAge in the past; its jti is remembered for jtiTTL, which
 	// outlasts that whole window, so a replay is always caught.
@@ -49,6 +49,8 @@ func (h *handler) backchannelLogout(c *gin.Context, rl *reqLog) {
 		return
 	case http.StatusServiceUnavailable:
 		c.JSON(status, gin.H{"error": "temporarily_unavailable"})
+	case http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+		c.JSON(status, gin.H{"error": "invalid_request", "error_description": reason})
 	default:
 		// §2.8: 400 with an RFC 6749 error. The reason is ours, never the
 		// token or a claim value.
@@ -63,9 +65,8 @@ func (h *handler) backchannelLogout(c *gin.Context, rl *reqLog) {
 // answer and the log line, and details for the log line only.
 func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reason, detail string) {
 	r := c.Request
-	r.Body = http.MaxBytesReader(c.Writer, r.Body, maxLogoutBody)
-	if err := r.ParseForm(); err != nil {
-		return http.StatusBadRequest, "unreadable or oversized form body", ""
+	if _, ferr := readForm(c, maxLogoutBody); ferr != nil {
+		return ferr.status, ferr.message, ferr.reason
 	}
 	// The body only: a token in the query string would end up in access logs.
 	raws := r.PostForm["logout_token"]

@@ -180,8 +180,10 @@ func TestBackchannelLogoutRejected(t *testing.T) {
 		form   url.Values
 		query  string
 		before func(t *testing.T) // e.g. the first use of a replayed token
-		status int                // 0: anything but 200
+		status int                // 0: 400 (a GET: anything but 200)
 		reason string
+		// contentType is the body's (default application/x-www-form-urlencoded).
+		contentType string
 	}{
 		{name: "unsigned (alg none)", form: url.Values{"logout_token": {unsignedJWT(t, valid())}}, reason: "logout token not valid"},
 		{name: "bad signature", form: url.Values{"logout_token": {e.idp.SignJWTWithOtherKey(valid())}}, reason: "logout token not valid"},
@@ -210,8 +212,10 @@ func TestBackchannelLogoutRejected(t *testing.T) {
 		{name: "logout_token in the query only", query: "?logout_token=" + url.QueryEscape(e.idp.LogoutToken(st.Subject, st.SID)), form: url.Values{}, reason: "missing logout_token"},
 		{name: "two logout_tokens", form: url.Values{"logout_token": {e.idp.LogoutToken(st.Subject, st.SID), e.idp.LogoutToken(st.Subject, st.SID)}},
 			reason: "more than one logout_token"},
-		{name: "body over 64 KB", form: url.Values{"logout_token": {e.idp.LogoutToken(st.Subject, st.SID)}, "pad": {strings.Repeat("a", 64<<10)}},
-			reason: "unreadable or oversized form body"},
+		{name: "body over 32 KiB", form: url.Values{"logout_token": {e.idp.LogoutToken(st.Subject, st.SID)}, "pad": {strings.Repeat("a", 32<<10)}},
+			status: http.StatusRequestEntityTooLarge, reason: "The request body is larger than 32768 bytes."},
+		{name: "multipart body", contentType: "multipart/form-data; boundary=x", form: url.Values{"logout_token": {e.idp.LogoutToken(st.Subject, st.SID)}},
+			status: http.StatusUnsupportedMediaType, reason: "The request body must be application/x-www-form-urlencoded."},
 		{name: "GET", method: http.MethodGet, form: url.Values{"logout_token": {e.idp.LogoutToken(st.Subject, st.SID)}}},
 		{name: "replayed jti", form: url.Values{"logout_token": {replayed}}, reason: "jti already used", before: func(t *testing.T) {
 			if rec := e.backchannelPost(replayed); rec.Code != http.StatusOK {
@@ -234,16 +238,23 @@ func TestBackchannelLogoutRejected(t *testing.T) {
 			}
 			req := httptest.NewRequest(method, backchannelPath+tc.query, strings.NewReader(tc.form.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
 			rec := httptest.NewRecorder()
 			e.router.ServeHTTP(rec, req)
+			want := tc.status
+			if want == 0 {
+				want = http.StatusBadRequest
+			}
 
 			if tc.method != "" {
 				if rec.Code == http.StatusOK {
 					t.Errorf("%s answered 200", tc.method)
 				}
 			} else {
-				if rec.Code != http.StatusBadRequest || rec.Header().Get("Cache-Control") != "no-store" {
-					t.Errorf("status %d, headers %v; want 400, no-store", rec.Code, rec.Header())
+				if rec.Code != want || rec.Header().Get("Cache-Control") != "no-store" {
+					t.Errorf("status %d, headers %v; want %d, no-store", rec.Code, rec.Header(), want)
 				}
 				var body map[string]string
 				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil ||

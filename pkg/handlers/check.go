@@ -44,15 +44,31 @@ func (h *handler) check(c *gin.Context, rl *reqLog) {
 
 // serveCheck answers a check of any gateway: it runs decide, writes the
 // status with Cache-Control: no-store and no body, and counts the result.
+// Only a 200 carries identity or token headers: every other answer (401,
+// 403, a sign-in 302, Caddy's 307) goes to the browser as it is, so it
+// keeps Location, Set-Cookie and Cache-Control and nothing else.
 func (h *handler) serveCheck(c *gin.Context, rl *reqLog, endpoint string, decide func() (string, int)) {
 	start := time.Now()
-	c.Writer.Header()["Cache-Control"] = noStore
+	defer func() {
+		// A panic is answered (500) and logged by wrap; it is counted here.
+		if v := recover(); v != nil {
+			h.Metrics.ObserveAuth(endpoint, metrics.AuthError, time.Since(start).Seconds())
+			panic(v)
+		}
+	}()
 	result, status := decide()
 	rl.result = result
-	if !c.Writer.Written() { // a sign-in redirect is written already
-		c.Status(status)
-		c.Writer.WriteHeaderNow()
+	hdr := c.Writer.Header()
+	if status != http.StatusOK {
+		for name := range hdr {
+			if name != "Location" && name != "Set-Cookie" {
+				delete(hdr, name)
+			}
+		}
 	}
+	hdr["Cache-Control"] = noStore
+	c.Status(status)
+	c.Writer.WriteHeaderNow()
 	h.Metrics.ObserveAuth(endpoint, result, time.Since(start).Seconds())
 }
 
@@ -63,34 +79,54 @@ func validMethod(m string) bool { return len(m) <= 32 && isToken(m) }
 // allowed_* parameters in policyQuery. It returns the metric result and
 // 200, 401 or 403.
 func (h *handler) authorize(c *gin.Context, rl *reqLog, policyQuery string) (string, int) {
+	st, err := h.currentSession(c, rl)
+	switch {
+	case err == nil:
+		return h.allow(c, rl, st, policyQuery)
+	case errors.Is(err, session.ErrNoSession) && h.Config.Authorization.BearerTokens:
+		if st = h.bearerSession(c, rl); st != nil {
+			return h.allow(c, rl, st, policyQuery)
+		}
+	case errors.Is(err, session.ErrUnavailable):
+		// 401, never a 5xx storm; the cookie stays for when Redis is back.
+		// Counted as an error: the check could not decide.
+		return metrics.AuthError, http.StatusUnauthorized
+	}
+	return metrics.AuthUnauthenticated, http.StatusUnauthorized
+}
+
+// errSessionOver: the session loaded but is over (a logout record, an
+// expired access token without a refresh token, a refused refresh).
+var errSessionOver = errors.New("session over")
+
+// currentSession is the one answer to "is this browser signed in?", for
+// the check and /oauth2/userinfo alike: the session from the store, not
+// ended by a logout record, its access token refreshed when due (which
+// may set a new cookie). An error means no: the store's (ErrNoSession,
+// ErrUnavailable, ...) or errSessionOver; rl.reason says why, and a
+// session that is over has its cookies cleared.
+func (h *handler) currentSession(c *gin.Context, rl *reqLog) (*session.State, error) {
 	r := c.Request
 	st, err := h.Sessions.Load(r)
 	if err != nil {
-		if errors.Is(err, session.ErrNoSession) && h.Config.Authorization.BearerTokens {
-			if st = h.bearerSession(c, rl); st != nil {
-				return h.allow(c, rl, st, policyQuery)
-			}
-		}
 		rl.reason = sessionErrReason(err)
 		if errors.Is(err, session.ErrUnavailable) {
-			// 401, never a 5xx storm; the cookie stays for when Redis is back.
 			h.Log.Warn("session store unavailable", "error", err)
 		}
-		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+		return nil, err
 	}
 	rl.sub = st.Subject
 	if h.ended(c, st) {
 		rl.reason = "session ended by logout"
 		h.Sessions.Clear(c.Writer, r)
-		return metrics.AuthUnauthenticated, http.StatusUnauthorized
+		return nil, errSessionOver
 	}
 	if h.needsRefresh(st, h.Now()) {
-		var status int
-		if st, status = h.refreshSession(c, rl, st); st == nil {
-			return metrics.AuthUnauthenticated, status
+		if st = h.refreshSession(c, rl, st); st == nil {
+			return nil, errSessionOver
 		}
 	}
-	return h.allow(c, rl, st, policyQuery)
+	return st, nil
 }
 
 // ended reports whether a logout record covers the session: its provider
@@ -139,7 +175,11 @@ func (h *handler) allow(c *gin.Context, rl *reqLog, st *session.State, policyQue
 	return metrics.AuthAuthenticated, http.StatusOK
 }
 
-// identityHeaders sets the X-Auth-Request-* headers nginx copies upstream.
+// identityHeaders sets the identity headers the gateway copies upstream.
+// Every enabled header is present, empty when the session has no value: a
+// gateway that copies only the headers an answer carries (Envoy's
+// allowed_upstream_headers, Envoy Gateway's headersToBackend) would
+// otherwise let a client's own X-Auth-Request-Groups through.
 func (h *handler) identityHeaders(hdr http.Header, st *session.State) {
 	cfg := h.Config.Headers
 	// One backing array for every header value: this runs on every check.
@@ -148,26 +188,28 @@ func (h *handler) identityHeaders(hdr http.Header, st *session.State) {
 		vals = append(vals, value)
 		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	if cfg.User && st.User != "" {
+	if cfg.User {
 		set("X-Auth-Request-User", st.User)
 	}
-	if cfg.Email && st.Email != "" {
+	if cfg.Email {
 		set("X-Auth-Request-Email", st.Email)
 	}
-	if cfg.PreferredUsername && st.PreferredUsername != "" {
+	if cfg.PreferredUsername {
 		set("X-Auth-Request-Preferred-Username", st.PreferredUsername)
 	}
-	if cfg.Groups && len(st.Groups) > 0 {
+	if cfg.Groups {
 		set("X-Auth-Request-Groups", strings.Join(st.Groups, ","))
 	}
 	if cfg.AccessToken || cfg.Authorization {
-		if at := st.Tokens().AccessToken; at != "" {
-			if cfg.AccessToken {
-				set("X-Auth-Request-Access-Token", at)
+		at := st.Tokens().AccessToken
+		if cfg.AccessToken {
+			set("X-Auth-Request-Access-Token", at)
+		}
+		if cfg.Authorization {
+			if at != "" {
+				at = "Bearer " + at
 			}
-			if cfg.Authorization {
-				set("Authorization", "Bearer "+at)
-			}
+			set("Authorization", at)
 		}
 	}
 }

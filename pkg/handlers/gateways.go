@@ -93,8 +93,13 @@ func (h *handler) gatewayCheck(c *gin.Context, rl *reqLog, orig originalRequest,
 	if redirectURL == "" {
 		redirectURL = orig.scheme + "://" + orig.host + h.prefix + "/callback"
 	}
-	h.redirectToProvider(c, rl, returnURL, ok, redirectURL)
-	return result, c.Writer.Status()
+	authURL, err := h.beginSignIn(c, rl, returnURL, ok, redirectURL)
+	if err != nil {
+		// No sign-in this time: the 401 still fails closed.
+		return result, http.StatusUnauthorized
+	}
+	c.Header("Location", authURL)
+	return result, http.StatusFound
 }
 
 // refreshByRedirect reads refresh=redirect from the check URL's query.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -56,9 +55,10 @@ func (h *handler) needsRefresh(st *session.State, now time.Time) bool {
 }
 
 // refreshSession keeps a session alive across its access token's expiry.
-// It returns the session to answer with, or a status (401) when the session
-// is over; on success with new tokens it has written the Set-Cookie.
-func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) (*session.State, int) {
+// It returns the session to answer with, or nil when the session is over
+// (its cookies cleared); on success with new tokens it has written the
+// Set-Cookie.
+func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) *session.State {
 	now := h.Now()
 	expired := !now.Before(st.AccessExpiry)
 	rt := st.RefreshToken()
@@ -67,9 +67,9 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		if expired {
 			rl.reason = "access token expired, no refresh token"
 			h.Sessions.Clear(c.Writer, c.Request)
-			return nil, http.StatusUnauthorized
+			return nil
 		}
-		return st, http.StatusOK
+		return st
 	}
 
 	res, outcome, err := h.refreshes.Do(c.Request.Context(), refresh.KeyOf(rt), func(ctx context.Context) (*refreshed, error) {
@@ -86,13 +86,13 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
 		rl.reason = "refreshed (" + result + ")"
 		rl.refreshed = true
-		return res.state, http.StatusOK
+		return res.state
 	case errors.As(err, &over):
 		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshInvalidGrant).Inc()
 		rl.reason = "refresh rejected, session over"
 		h.Log.Info("refresh rejected; session over", "sub", st.Subject, "error", err)
 		h.Sessions.Clear(c.Writer, c.Request)
-		return nil, http.StatusUnauthorized
+		return nil
 	default:
 		// The provider is down, slow or broken: keep the session passing
 		// for refreshGrace past the access token's expiry; a later check
@@ -101,10 +101,10 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		h.Log.Warn("refresh failed; provider unavailable", "sub", st.Subject, "error", err)
 		if now.Before(st.AccessExpiry.Add(h.Config.Session.RefreshGrace.Duration)) {
 			rl.reason = "refresh failed, within grace"
-			return st, http.StatusOK
+			return st
 		}
 		rl.reason = "refresh failed, grace over"
-		return nil, http.StatusUnauthorized
+		return nil
 	}
 }
 

@@ -190,7 +190,7 @@ func (h *handler) logRequest(c *gin.Context, rl *reqLog, start time.Time) {
 	attrs := []slog.Attr{
 		slog.String("request_id", requestID(c.Request, h.Rand)),
 		slog.String("route", route),
-		slog.String("method", c.Request.Method),
+		slog.String("method", metrics.Method(c.Request.Method)),
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
 	}

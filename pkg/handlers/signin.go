@@ -2,12 +2,14 @@ package handlers
 
 import (
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -20,14 +22,25 @@ func (h *handler) start(c *gin.Context, rl *reqLog) {
 		return
 	}
 	returnURL, ok := h.returnURL(c.Request)
-	h.redirectToProvider(c, rl, returnURL, ok, h.redirectURL(c.Request))
+	authURL, err := h.beginSignIn(c, rl, returnURL, ok, h.redirectURL(c.Request))
+	if err != nil {
+		status, message := http.StatusInternalServerError, "Could not start the sign-in."
+		if errors.Is(err, provider.ErrNotReady) {
+			status, message = http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment."
+		}
+		h.errorPage(c, status, message)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.Redirect(http.StatusFound, authURL)
 }
 
-// redirectToProvider starts a sign-in: a new flow (state, nonce, PKCE
-// verifier, return URL) bound to this browser by the flow cookie, and a 302
-// to the provider's authorization endpoint. returnOK says whether the
-// return URL passed the rules (else it is "/" already); it is counted.
-func (h *handler) redirectToProvider(c *gin.Context, rl *reqLog, returnURL string, returnOK bool, redirectURL string) {
+// beginSignIn starts a sign-in: a new flow (state, nonce, PKCE verifier,
+// return URL) bound to this browser by the flow cookie it sets, and the
+// provider's authorization URL to send the browser to. returnOK says
+// whether the return URL passed the rules (else it is "/" already); it is
+// counted. On error rl.reason says what failed and nothing is set.
+func (h *handler) beginSignIn(c *gin.Context, rl *reqLog, returnURL string, returnOK bool, redirectURL string) (string, error) {
 	result := metrics.SigninRedirected
 	if !returnOK {
 		result = metrics.SigninInvalidRedirect
@@ -43,26 +56,22 @@ func (h *handler) redirectToProvider(c *gin.Context, rl *reqLog, returnURL strin
 	}
 	if err != nil {
 		rl.reason = "random source failed"
-		h.errorPage(c, http.StatusInternalServerError, "Could not start the sign-in.")
-		return
+		return "", err
 	}
 	authURL, err := h.Provider.AuthCodeURL(redirectURL, flow.State, flow.Nonce, flow.Verifier)
 	if err != nil {
 		rl.reason = "provider not ready"
-		h.errorPage(c, http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment.")
-		return
+		return "", err
 	}
 	if err := h.Flows.Add(c.Writer, h.Flows.Load(c.Request), flow); err != nil {
 		rl.reason = "flow cookie: " + err.Error()
-		h.errorPage(c, http.StatusInternalServerError, "Could not start the sign-in.")
-		return
+		return "", err
 	}
 	if rl.result == "" {
 		rl.result = result
 	}
 	h.Metrics.Signins.WithLabelValues(result).Inc()
-	c.Header("Cache-Control", "no-store")
-	c.Redirect(http.StatusFound, authURL)
+	return authURL, nil
 }
 
 // returnURL is rd, else X-Auth-Request-Redirect (ingress-nginx sends it),

@@ -3,8 +3,12 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"html/template"
+	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -23,6 +27,25 @@ import (
 // counted and never stops the sign-out.
 func (h *handler) signOut(c *gin.Context, rl *reqLog) {
 	r := c.Request
+	form, ferr := readForm(c, maxSignOutBody)
+	if ferr != nil {
+		rl.reason = ferr.reason
+		h.errorPage(c, ferr.status, ferr.message)
+		return
+	}
+	if why := h.crossSite(r); why != "" {
+		// Another site must not end the session (and the provider's) with a
+		// link or a form: a cross-site GET gets a page asking to confirm, a
+		// cross-site POST is refused. Same-site links keep working.
+		if r.Method == http.MethodGet {
+			rl.result, rl.reason = "confirm", why+": asked to confirm"
+			h.signOutConfirmPage(c, form.Get("rd"))
+			return
+		}
+		rl.reason = why + ": refused"
+		h.errorPage(c, http.StatusForbidden, "Sign-out was requested by another site. Use the sign-out button of this site.")
+		return
+	}
 	h.Metrics.SignOuts.Inc()
 	st, err := h.Sessions.Load(r)
 	switch {
@@ -42,7 +65,7 @@ func (h *handler) signOut(c *gin.Context, rl *reqLog) {
 	h.Sessions.Clear(c.Writer, r)
 	c.Header("Cache-Control", "no-store")
 
-	returnURL, rdGiven := h.signOutReturnURL(r)
+	returnURL, rdGiven := h.signOutReturnURL(r, form.Get("rd"))
 	target := returnURL
 	if end, ok := h.endSessionURL(r, st, returnURL, rdGiven); ok {
 		target = end
@@ -78,18 +101,106 @@ func (h *handler) revokeTokens(ctx context.Context, tokens session.Tokens, rl *r
 	}
 }
 
-// signOutReturnURL is a valid rd (made absolute, as the provider needs), or
-// "/" when rd is absent or invalid. rdGiven says whether a valid rd came.
-func (h *handler) signOutReturnURL(r *http.Request) (string, bool) {
-	raw := r.URL.Query().Get("rd")
-	if raw == "" && r.Method == http.MethodPost {
-		raw = r.PostFormValue("rd")
-	}
+// signOutReturnURL is a valid rd, or "/" when rd is absent or invalid.
+// rdGiven says whether a valid rd came.
+func (h *handler) signOutReturnURL(r *http.Request, raw string) (string, bool) {
 	if raw == "" {
 		return "/", false
 	}
 	rd, ok := h.redirects.Sanitize(raw, h.requestHost(r))
 	return rd, ok
+}
+
+// maxSignOutBody bounds a sign-out form: it holds rd at most.
+const maxSignOutBody = 8 << 10
+
+// formError is a request body refused before it is read in full.
+type formError struct {
+	status          int
+	message, reason string
+}
+
+// readForm returns the query parameters and, for a POST, the
+// url-encoded body, read through a limit of max bytes. Multipart (which
+// net/http would buffer up to 32 MiB, then spill to files) and other body
+// types are refused with 415, a larger body with 413.
+func readForm(c *gin.Context, max int64) (url.Values, *formError) {
+	r := c.Request
+	if r.Method == http.MethodPost && r.ContentLength != 0 {
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if mt != "application/x-www-form-urlencoded" {
+			return nil, &formError{http.StatusUnsupportedMediaType,
+				"The request body must be application/x-www-form-urlencoded.", "body type " + bounded(mt, 64) + " refused"}
+		}
+	}
+	r.Body = http.MaxBytesReader(c.Writer, r.Body, max)
+	if err := r.ParseForm(); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, &formError{http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("The request body is larger than %d bytes.", max), "body over " + strconv.FormatInt(max, 10) + " bytes"}
+		}
+		return nil, &formError{http.StatusBadRequest, "The request is not a valid form.", "unparsable form"}
+	}
+	return r.Form, nil
+}
+
+// bounded cuts a client's value for a log line.
+func bounded(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// crossSite names why a sign-out request comes from another site, or "":
+// the browser says so (Sec-Fetch-Site: cross-site), or the Origin it sends
+// is neither this host nor one of authorization.redirectDomains. A request
+// with neither header (a direct navigation in an older browser, curl)
+// passes.
+func (h *handler) crossSite(r *http.Request) string {
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return "cross-site request (Sec-Fetch-Site)"
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	if origin == "null" || !h.redirects.Valid(origin+"/", h.requestHost(r)) {
+		return "foreign Origin"
+	}
+	return ""
+}
+
+var confirmTemplate = template.Must(template.New("confirm").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign out</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 4em auto; padding: 0 1em">
+<h1>Sign out?</h1>
+<p>Another site sent you here to sign out.</p>
+<form method="post" action="{{.Action}}">{{if .RD}}<input type="hidden" name="rd" value="{{.RD}}">{{end}}
+<button type="submit">Sign out</button></form>
+</body></html>
+`))
+
+// signOutConfirmPage asks the user to confirm a sign-out that another site
+// asked for, with a one-button form that posts it from this site. It may
+// not be framed (a hidden frame would make the click for the user).
+func (h *handler) signOutConfirmPage(c *gin.Context, rd string) {
+	if rd != "" {
+		var ok bool
+		if rd, ok = h.redirects.Sanitize(rd, h.requestHost(c.Request)); !ok {
+			rd = ""
+		}
+	}
+	hdr := c.Writer.Header()
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	c.Status(http.StatusOK)
+	_ = confirmTemplate.Execute(c.Writer, struct{ Action, RD string }{h.prefix + "/sign_out", rd})
 }
 
 // endSessionURL builds the provider's end_session_endpoint redirect with

@@ -17,13 +17,12 @@ type userinfoResponse struct {
 // userinfo is /oauth2/userinfo: the session's identity as JSON, or 401.
 func (h *handler) userinfo(c *gin.Context, rl *reqLog) {
 	c.Header("Cache-Control", "no-store")
-	st, err := h.Sessions.Load(c.Request)
+	// The check's own path: a session the check refuses is refused here.
+	st, err := h.currentSession(c, rl)
 	if err != nil {
-		rl.reason = sessionErrReason(err)
 		c.JSON(http.StatusUnauthorized, gin.H{"error": "unauthenticated"})
 		return
 	}
-	rl.sub = st.Subject
 	groups := st.Groups
 	if groups == nil {
 		groups = []string{}

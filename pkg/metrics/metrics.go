@@ -225,11 +225,24 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	return m
 }
 
+// Method is the method label of a request: a standard method (RFC 9110
+// §9, and PATCH), else "other". Any token is a valid HTTP method, and the
+// client picks it: as a label it would make a series per request.
+func Method(method string) string {
+	switch method {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
+		return method
+	}
+	return "other"
+}
+
 // ObserveHTTP counts one request by route pattern (never the raw path),
-// method and status code, and observes its duration by route. The label
-// children are cached: this runs for every request.
+// method (see Method) and status code, and observes its duration by route.
+// route must come from the router's patterns and code from the server's
+// answer, never from the client. The label children are cached: this runs
+// for every request.
 func (m *Metrics) ObserveHTTP(route, method string, code int, seconds float64) {
-	key := httpKey{route, method, code}
+	key := httpKey{route, Method(method), code}
 	m.httpMu.RLock()
 	c, ok := m.httpCounters[key]
 	d := m.httpDurations[route]
@@ -237,7 +250,7 @@ func (m *Metrics) ObserveHTTP(route, method string, code int, seconds float64) {
 	if !ok || d == nil {
 		m.httpMu.Lock()
 		if c, ok = m.httpCounters[key]; !ok {
-			c = m.HTTPRequests.WithLabelValues(route, method, strconv.Itoa(code))
+			c = m.HTTPRequests.WithLabelValues(key.route, key.method, strconv.Itoa(code))
 			m.httpCounters[key] = c
 		}
 		if d = m.httpDurations[route]; d == nil {
