@@ -1,15 +1,19 @@
 package handlers
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/oauth2"
 
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -107,17 +111,27 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 		return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
 			"The sign-in provider's ID token is not valid.", "id token nonce mismatch"}
 	}
-	var claims map[string]any
-	if err := idTok.Claims(&claims); err != nil {
+	claims, err := decodeClaims(idTok)
+	if err != nil {
 		return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
 			"The sign-in provider's ID token is not valid.", "id token claims: " + err.Error()}
 	}
-	id, missing := h.readIdentity(claims)
-	if len(missing) > 0 && tokens.AccessToken != "" {
+	id := h.readIdentity(claims)
+	fromUserinfo := false
+	if id.missing() != 0 && tokens.AccessToken != "" {
 		// Some providers put email, groups or names only in userinfo: one
-		// call at sign-in, never on the check.
-		if cerr := h.fillFromUserinfo(c, &id, idTok.Subject, tokens.AccessToken); cerr != nil {
-			return nil, "", cerr
+		// call at sign-in (and one per refresh), never on the check.
+		extra, err := h.userinfoIdentity(ctx, idTok.Subject, tokens.AccessToken)
+		switch {
+		case errors.Is(err, errUserinfoSubject):
+			return nil, "", &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
+				"The sign-in provider's answers do not agree.", err.Error()}
+		case err != nil:
+			// Sign-in goes on with what the ID token had: the policy decides.
+			h.Log.Warn("userinfo failed; continuing with the ID token's claims", "error", err)
+		default:
+			id.fill(extra)
+			fromUserinfo = true
 		}
 	}
 	if ok, reason := h.rules.Decide(policy.Identity{Email: id.email, Groups: id.groups}); !ok {
@@ -133,13 +147,52 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 			"Could not create the session.", "random source failed"}
 	}
 	st := &session.State{
-		ID:      sessionID,
-		Subject: idTok.Subject, User: id.user, Email: id.email,
-		PreferredUsername: id.preferredUsername, Groups: id.groups, SID: sid,
-		AccessExpiry: tokens.Expiry,
-		CreatedAt:    now,
-		ExpiresAt:    now.Add(h.Config.Session.MaxAge.Duration),
+		ID:                 sessionID,
+		Subject:            idTok.Subject,
+		SID:                sid,
+		ClaimsFromUserinfo: fromUserinfo,
+		CreatedAt:          now,
+		ExpiresAt:          now.Add(h.Config.Session.MaxAge.Duration),
 	}
+	id.apply(st)
+	h.setAccessToken(st, tokens, now)
+	st.SetTokens(h.keptTokens(tokens))
+	return st, flow.ReturnURL, nil
+}
+
+// errUserinfoSubject: the userinfo endpoint answered for another user.
+var errUserinfoSubject = errors.New("userinfo sub differs from the id token's")
+
+// userinfoIdentity reads the identity claims of the userinfo endpoint,
+// whose sub must be the ID token's.
+func (h *handler) userinfoIdentity(ctx context.Context, sub, accessToken string) (identity, error) {
+	info, err := h.Provider.Userinfo(ctx, accessToken)
+	if err != nil {
+		return identity{}, err
+	}
+	if info.Subject != sub {
+		return identity{}, errUserinfoSubject
+	}
+	claims, err := decodeClaims(info)
+	if err != nil {
+		return identity{}, fmt.Errorf("userinfo claims: %w", err)
+	}
+	return h.readIdentity(claims), nil
+}
+
+// setAccessToken records when the access token expires and how long it
+// was issued for.
+func (h *handler) setAccessToken(st *session.State, tokens *provider.Tokens, now time.Time) {
+	st.AccessExpiry, st.AccessLifetime = tokens.Expiry, 0
+	if !tokens.Expiry.IsZero() {
+		if d := tokens.Expiry.Sub(now).Truncate(time.Second); d > 0 {
+			st.AccessLifetime = d
+		}
+	}
+}
+
+// keptTokens are the tokens session.storeTokens keeps.
+func (h *handler) keptTokens(tokens *provider.Tokens) session.Tokens {
 	keep := h.Config.Session.StoreTokens
 	var kept session.Tokens
 	if keep.AccessToken {
@@ -151,31 +204,7 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 	if keep.RefreshToken {
 		kept.RefreshToken = tokens.RefreshToken
 	}
-	st.SetTokens(kept)
-	return st, flow.ReturnURL, nil
-}
-
-// fillFromUserinfo takes the claims the ID token lacks from the userinfo
-// endpoint, whose sub must be the ID token's. When the call fails, sign-in
-// goes on with what the ID token had: the policy then decides.
-func (h *handler) fillFromUserinfo(c *gin.Context, id *identity, sub, accessToken string) *callbackError {
-	info, err := h.Provider.Userinfo(c.Request.Context(), accessToken)
-	if err != nil {
-		h.Log.Warn("userinfo failed; continuing with the ID token's claims", "error", err)
-		return nil
-	}
-	if info.Subject != sub {
-		return &callbackError{metrics.CallbackInvalidIDToken, http.StatusBadRequest,
-			"The sign-in provider's answers do not agree.", "userinfo sub differs from the id token's"}
-	}
-	var claims map[string]any
-	if err := info.Claims(&claims); err != nil {
-		h.Log.Warn("userinfo claims unreadable; continuing with the ID token's claims", "error", err)
-		return nil
-	}
-	extra, _ := h.readIdentity(claims)
-	id.merge(extra)
-	return nil
+	return kept
 }
 
 // safeErrorCode keeps an OAuth error code fit for a page and a log line: the

@@ -1,7 +1,9 @@
 package handlers
 
 import (
-	"fmt"
+	"bytes"
+	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -13,63 +15,110 @@ import (
 type identity struct {
 	user, email, preferredUsername string
 	groups                         []string
+	// present marks the fields a source stated, even as empty: a refreshed
+	// ID token with "groups": [] removes the groups.
+	present claimSet
 }
 
-// readIdentity reads the configured claims and lists the ones absent, so
-// the callback can ask the userinfo endpoint for exactly those.
-func (h *handler) readIdentity(claims map[string]any) (identity, []string) {
+// claimSet is a set of identity fields.
+type claimSet uint8
+
+const (
+	claimUser claimSet = 1 << iota
+	claimEmail
+	claimPreferredUsername
+	claimGroups
+	allClaims = claimUser | claimEmail | claimPreferredUsername | claimGroups
+)
+
+// identityOf is a session's identity, every field stated.
+func identityOf(st *session.State) identity {
+	return identity{user: st.User, email: st.Email, preferredUsername: st.PreferredUsername, groups: st.Groups, present: allClaims}
+}
+
+// readIdentity reads the configured claims; present says which the
+// claims stated, so the callback can ask the userinfo endpoint for the
+// others.
+func (h *handler) readIdentity(claims map[string]any) identity {
 	names := h.Config.OIDC.Claims
 	var id identity
-	var missing []string
 	if v, ok := claims[names.User]; ok {
-		id.user = claimString(v)
-	} else {
-		missing = append(missing, names.User)
+		id.user, id.present = claimString(v), id.present|claimUser
 	}
-	if v, ok := claims[names.Email]; ok {
+	verified, stated := claims["email_verified"]
+	if v, ok := claims[names.Email]; ok || (stated && explicitlyFalse(verified)) {
 		// An address the provider says it has not verified proves nothing
 		// about who signed in: it is not used for headers or email rules.
-		if !explicitlyFalse(claims["email_verified"]) {
+		if !explicitlyFalse(verified) {
 			id.email = claimString(v)
 		}
-	} else {
-		missing = append(missing, names.Email)
+		id.present |= claimEmail
 	}
 	if v, ok := claims[names.PreferredUsername]; ok {
-		id.preferredUsername = claimString(v)
-	} else {
-		missing = append(missing, names.PreferredUsername)
+		id.preferredUsername, id.present = claimString(v), id.present|claimPreferredUsername
 	}
 	if v, ok := claims[names.Groups]; ok {
-		id.groups = claimStrings(v)
-	} else {
-		missing = append(missing, names.Groups)
+		id.groups, id.present = claimStrings(v), id.present|claimGroups
 	}
-	return id, missing
+	return id
 }
 
-// merge fills the fields of id that are empty from other.
-func (id *identity) merge(other identity) {
-	if id.user == "" {
+// missing is the set of fields id has not stated.
+func (id identity) missing() claimSet { return allClaims &^ id.present }
+
+// fill takes from other the fields that id lacks and other states.
+func (id *identity) fill(other identity) {
+	take := other.present &^ id.present
+	if take&claimUser != 0 {
 		id.user = other.user
 	}
-	if id.email == "" {
+	if take&claimEmail != 0 {
 		id.email = other.email
 	}
-	if id.preferredUsername == "" {
+	if take&claimPreferredUsername != 0 {
 		id.preferredUsername = other.preferredUsername
 	}
-	if len(id.groups) == 0 {
+	if take&claimGroups != 0 {
 		id.groups = other.groups
 	}
+	id.present |= take
+}
+
+// apply writes the identity into a state.
+func (id identity) apply(st *session.State) {
+	st.User, st.Email, st.PreferredUsername, st.Groups = id.user, id.email, id.preferredUsername, id.groups
+}
+
+// claimSource is a verified token or a userinfo answer.
+type claimSource interface{ Claims(v any) error }
+
+// decodeClaims reads claims with numbers as json.Number: a numeric claim
+// (an Okta or Google sub, an employee number) is kept as the provider
+// wrote it, where float64 would print 2.48289761001e+11 or round it.
+func decodeClaims(src claimSource) (map[string]any, error) {
+	var raw json.RawMessage
+	if err := src.Claims(&raw); err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil {
+		return nil, err
+	}
+	return claims, nil
 }
 
 func claimString(v any) string {
 	switch v := v.(type) {
 	case string:
 		return v
-	case float64, bool:
-		return fmt.Sprint(v)
+	case json.Number:
+		return v.String()
+	case bool:
+		return strconv.FormatBool(v)
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	default:
 		return ""
 	}
@@ -121,13 +170,11 @@ func (h *handler) bearerSession(c *gin.Context, rl *reqLog) *session.State {
 		h.Log.Debug("bearer token rejected", "error", err)
 		return nil
 	}
-	var claims map[string]any
-	if err := tok.Claims(&claims); err != nil {
+	claims, err := decodeClaims(tok)
+	if err != nil {
 		return nil
 	}
-	id, _ := h.readIdentity(claims)
-	return &session.State{
-		Subject: tok.Subject, User: id.user, Email: id.email,
-		PreferredUsername: id.preferredUsername, Groups: id.groups,
-	}
+	st := &session.State{Subject: tok.Subject}
+	h.readIdentity(claims).apply(st)
+	return st
 }

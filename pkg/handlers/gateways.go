@@ -75,7 +75,7 @@ func (h *handler) extAuthz(c *gin.Context, rl *reqLog) {
 // the sign-in redirect for browsers.
 func (h *handler) gatewayCheck(c *gin.Context, rl *reqLog, orig originalRequest, policyQuery string) (string, int) {
 	result, status := h.authorize(c, rl, policyQuery)
-	if status == http.StatusOK && rl.refreshed && refreshByRedirect(policyQuery) {
+	if status == http.StatusOK && rl.newCookie && refreshByRedirect(policyQuery) {
 		// Caddy's forward_auth drops the headers of a 2xx answer on the way
 		// to the browser: bring the new cookie there in a 307 back to the
 		// same URL (same method and body), which the browser follows.

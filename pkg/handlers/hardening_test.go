@@ -4,19 +4,26 @@ package handlers
 // on the code before its fix.
 
 import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/logout"
+	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider/providertest"
+	"github.com/extauth/extauth/pkg/session"
 )
 
 // identityHeaderNames are every header a 200 may carry with everything on.
@@ -256,5 +263,226 @@ func TestUserinfoFollowsTheCheck(t *testing.T) {
 	rec := e2.do(http.MethodGet, "/oauth2/userinfo", j.list(), nil)
 	if rec.Code != http.StatusOK || len(rec.Header().Values("Set-Cookie")) != 1 || e2.idp.TokenRequests("refresh_token") != 1 {
 		t.Errorf("userinfo of an expired access token: %d %v, %d refreshes", rec.Code, rec.Header().Values("Set-Cookie"), e2.idp.TokenRequests("refresh_token"))
+	}
+}
+
+// randomPad is incompressible text of n bytes.
+func randomPad(n int) string {
+	b := make([]byte, n*3/4)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// TestRefreshKeptWhenTheCookieCannotHoldIt (item 4, cookie store): the
+// refreshed ID token no longer fits the cookie parts. The check passes on
+// the new tokens, counted as store_error, and a check with the old cookie
+// within the reuse window gets them instead of replaying the rotated
+// refresh token (which would revoke the family).
+func TestRefreshKeptWhenTheCookieCannotHoldIt(t *testing.T) {
+	e := newTestEnv(t, nil).discover()
+	j := e.signIn("/")
+	old := j.list()
+	e.clock.Advance(time.Hour)
+	rt := mustLoad(t, e, old).Tokens().RefreshToken
+	e.idp.SetIDTokenMutator(func(c map[string]any) { c["pad"] = randomPad(40 << 10) })
+
+	rec := e.check(old, "", nil)
+	if rec.Code != http.StatusOK || len(rec.Header().Values("Set-Cookie")) != 0 {
+		t.Fatalf("first check: %d %v", rec.Code, rec.Header().Values("Set-Cookie"))
+	}
+	if refreshes(e, metrics.RefreshStoreError) != 1 || refreshes(e, metrics.RefreshIdPUnavailable) != 0 {
+		t.Errorf("counted store_error %v, idp_unavailable %v", refreshes(e, metrics.RefreshStoreError), refreshes(e, metrics.RefreshIdPUnavailable))
+	}
+	e.clock.Advance(5 * time.Second)
+	if rec := e.check(old, "", nil); rec.Code != http.StatusOK {
+		t.Fatalf("old cookie within the window: %d", rec.Code)
+	}
+	if n := e.idp.TokenRequests(providertest.GrantRefreshToken); n != 1 {
+		t.Errorf("token requests = %d, want 1 (the rotated token was replayed)", n)
+	}
+	if e.idp.FamilyRevoked(rt) {
+		t.Error("the provider revoked the family")
+	}
+	if !strings.Contains(e.logs.String(), "refreshed session could not be stored") {
+		t.Error("no log line says so")
+	}
+}
+
+// TestRefreshKeptWhenRedisRefusesTheWrite (item 4, redis store): a failed
+// SET is retried; when it keeps failing the new tokens stay in the reuse
+// window, a later check stores them, and the family survives.
+func TestRefreshKeptWhenRedisRefusesTheWrite(t *testing.T) {
+	backend := newMemoryBackend()
+	e := newTestEnv(t, nil).discover().withSessions(func(codec *session.Codec, opts session.Options, now func() time.Time) SessionStore {
+		return session.NewTicketStore(codec, opts, backend, "extauth:", rand.Reader, now)
+	})
+	ticket := e.signIn("/").list()
+
+	// One failed SET: retried within the check.
+	e.clock.Advance(time.Hour)
+	backend.failNext(1)
+	if rec := e.check(ticket, "", nil); rec.Code != http.StatusOK {
+		t.Fatalf("check with one failed SET: %d", rec.Code)
+	}
+	if refreshes(e, metrics.RefreshSuccess) != 1 || refreshes(e, metrics.RefreshStoreError) != 0 {
+		t.Errorf("success %v store_error %v", refreshes(e, metrics.RefreshSuccess), refreshes(e, metrics.RefreshStoreError))
+	}
+	e.clock.Advance(time.Minute) // past the reuse window: the store decides
+	if rec := e.check(ticket, "", nil); rec.Code != http.StatusOK || e.idp.TokenRequests(providertest.GrantRefreshToken) != 1 {
+		t.Fatalf("after the retried SET: %d, %d token requests", rec.Code, e.idp.TokenRequests(providertest.GrantRefreshToken))
+	}
+
+	// Redis refuses every attempt of the check.
+	e.clock.Advance(time.Hour)
+	backend.failNext(storeAttempts)
+	if rec := e.check(ticket, "", nil); rec.Code != http.StatusOK {
+		t.Fatalf("check with Redis refusing: %d\n%s", rec.Code, e.logs.String())
+	}
+	if refreshes(e, metrics.RefreshStoreError) != 1 {
+		t.Errorf("store_error = %v, want 1", refreshes(e, metrics.RefreshStoreError))
+	}
+	// The next check (old state in Redis, within the window) gets the
+	// kept tokens and stores them; after the window the stored state
+	// needs no refresh.
+	e.clock.Advance(5 * time.Second)
+	if rec := e.check(ticket, "", nil); rec.Code != http.StatusOK {
+		t.Fatalf("check after Redis is back: %d", rec.Code)
+	}
+	e.clock.Advance(time.Minute)
+	if rec := e.check(ticket, "", nil); rec.Code != http.StatusOK {
+		t.Fatalf("check after the window: %d", rec.Code)
+	}
+	if n := e.idp.TokenRequests(providertest.GrantRefreshToken); n != 2 {
+		t.Errorf("token requests = %d, want 2", n)
+	}
+	if refreshes(e, metrics.RefreshInvalidGrant) != 0 {
+		t.Error("a rotated refresh token was replayed")
+	}
+}
+
+// TestRefreshedClaimsWin (item 5): a refreshed ID token that states a
+// claim sets it, even empty; claims that sign-in took from userinfo are
+// read there again.
+func TestRefreshedClaimsWin(t *testing.T) {
+	t.Run("id token", func(t *testing.T) {
+		e := newTestEnv(t, nil).discover()
+		j := e.signIn("/")
+		if rec := e.check(j.list(), "allowed_groups=admins", nil); rec.Code != http.StatusOK || rec.Header().Get("X-Auth-Request-Email") == "" {
+			t.Fatalf("before: %d %v", rec.Code, rec.Header())
+		}
+		e.clock.Advance(time.Hour)
+		e.idp.SetIDTokenMutator(func(c map[string]any) { c["groups"] = []any{}; c["email_verified"] = false })
+		rec := e.check(j.list(), "allowed_groups=admins", nil)
+		if rec.Code != http.StatusForbidden {
+			t.Errorf("removed from every group, allowed_groups=admins: %d", rec.Code)
+		}
+		j.update(rec)
+		rec = e.check(j.list(), "", nil)
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Auth-Request-Groups") != "" || rec.Header().Get("X-Auth-Request-Email") != "" {
+			t.Errorf("after the refresh: %d groups %q email %q", rec.Code, rec.Header().Get("X-Auth-Request-Groups"), rec.Header().Get("X-Auth-Request-Email"))
+		}
+		if rec.Header().Get("X-Auth-Request-Preferred-Username") != "jane" {
+			t.Error("a claim the token still states was lost")
+		}
+	})
+	t.Run("userinfo", func(t *testing.T) {
+		e := newTestEnv(t, nil, providertest.WithClaimsOnlyInUserinfo()).discover()
+		j := e.signIn("/")
+		if rec := e.check(j.list(), "allowed_groups=admins", nil); rec.Code != http.StatusOK {
+			t.Fatalf("before: %d", rec.Code)
+		}
+		u := e.idp.User()
+		u.Groups = []string{"staff"}
+		e.idp.SetUser(u)
+		e.clock.Advance(time.Hour)
+		calls := e.idp.Calls(providertest.EndpointUserinfo)
+		rec := e.check(j.list(), "allowed_groups=admins", nil)
+		if rec.Code != http.StatusForbidden || e.idp.Calls(providertest.EndpointUserinfo) != calls+1 {
+			t.Errorf("removed from admins at the provider: %d, %d userinfo calls", rec.Code, e.idp.Calls(providertest.EndpointUserinfo)-calls)
+		}
+	})
+	t.Run("userinfo down", func(t *testing.T) {
+		e := newTestEnv(t, nil, providertest.WithClaimsOnlyInUserinfo()).discover()
+		j := e.signIn("/")
+		e.clock.Advance(time.Hour)
+		e.idp.SetFault(providertest.EndpointUserinfo, providertest.Fault503)
+		rec := e.check(j.list(), "", nil)
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Auth-Request-Groups") != "staff,admins" {
+			t.Errorf("userinfo down during a refresh: %d %q", rec.Code, rec.Header().Get("X-Auth-Request-Groups"))
+		}
+	})
+}
+
+// TestNumericClaimsExact: a numeric claim is the provider's digits, not
+// a float.
+func TestNumericClaimsExact(t *testing.T) {
+	u := providertest.DefaultUser()
+	u.Extra = map[string]any{"employee_id": 248289761001, "big": json.Number("12345678901234567890")}
+	e := newTestEnv(t, func(c *config.Config) { c.OIDC.Claims.User = "employee_id"; c.OIDC.Claims.PreferredUsername = "big" }, providertest.WithUser(u)).discover()
+	rec := e.check(e.signIn("/").list(), "", nil)
+	if got := rec.Header().Get("X-Auth-Request-User"); got != "248289761001" {
+		t.Errorf("user = %q", got)
+	}
+	if got := rec.Header().Get("X-Auth-Request-Preferred-Username"); got != "12345678901234567890" {
+		t.Errorf("preferred username = %q", got)
+	}
+}
+
+// TestShortTokensRefreshOnce (item 8): a 60-second token with the default
+// 60-second refreshBefore is refreshed once per half lifetime, not on every
+// check, and Caddy's refresh=redirect never answers 307 to a state that
+// would refresh again.
+func TestShortTokensRefreshOnce(t *testing.T) {
+	e := newTestEnv(t, trusted, providertest.WithAccessTokenTTL(time.Minute)).discover()
+	j := e.signIn("/")
+	for i := range 10 {
+		e.clock.Advance(5 * time.Second)
+		rec := e.check(j.list(), "", nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("check %d: %d", i, rec.Code)
+		}
+		j.update(rec)
+	}
+	if n := e.idp.TokenRequests(providertest.GrantRefreshToken); n != 1 {
+		t.Errorf("10 checks over 50 s of a 60 s token: %d refreshes, want 1", n)
+	}
+
+	// The provider's access token is expired on arrival (its clock is
+	// ahead): no 307, whose target would refresh again, forever.
+	e.clock.Advance(time.Hour)
+	e.idp.SetTokenResponse(func(grant string) map[string]any {
+		return map[string]any{"access_token": e.idp.SignJWT(map[string]any{"exp": e.clock.Now().Add(-time.Minute).Unix()}), "expires_in": nil}
+	})
+	rec := e.do(http.MethodGet, "/oauth2/forward-auth?refresh=redirect", j.list(), forwarded("/app", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("refresh=redirect to a state due for refresh: %d %v", rec.Code, rec.Header())
+	}
+}
+
+// TestSharedRefreshIsRaceFree (item 10): checks sharing another replica's
+// refresh read its state concurrently, with headers.authorization
+// decoding the tokens (under -race, this failed while State.Tokens cached).
+func TestSharedRefreshIsRaceFree(t *testing.T) {
+	r := testenv.StartRedis(t)
+	base := newTestEnv(t, func(c *config.Config) { c.Headers.Authorization = true }).discover()
+	a, b := base.replica(r.Addr, config.StoreCookie), base.replica(r.Addr, config.StoreCookie)
+	old := a.signIn("/").list()
+	base.clock.Advance(time.Hour)
+	if rec := a.check(old, "", nil); rec.Code != http.StatusOK {
+		t.Fatalf("replica a: %d", rec.Code)
+	}
+	recs := make([]*httptest.ResponseRecorder, 20)
+	var wg sync.WaitGroup
+	for i := range recs {
+		wg.Go(func() { recs[i] = b.check(old, "", nil) })
+	}
+	wg.Wait()
+	for i, rec := range recs {
+		if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Authorization"), "Bearer ") {
+			t.Errorf("check %d: %d %q", i, rec.Code, rec.Header().Get("Authorization"))
+		}
+	}
+	if n := base.idp.TokenRequests(providertest.GrantRefreshToken); n != 1 {
+		t.Errorf("token requests = %d", n)
 	}
 }

@@ -2,7 +2,9 @@ package handlers
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -257,4 +259,72 @@ type ginEngine = gin.Engine
 
 func discardLogger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// withSessions rebuilds e's router around another session store (a
+// TicketStore on a test backend), the rest unchanged.
+func (e *testEnv) withSessions(build func(codec *session.Codec, opts session.Options, now func() time.Time) SessionStore) *testEnv {
+	e.t.Helper()
+	codec, err := session.NewCodec(e.cfg.Session.Keys, rand.Reader)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	opts := session.Options{Name: e.cfg.Session.CookieName, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode, AccessTokenOptional: true}
+	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	router, err := NewRouter(Deps{
+		Config: e.cfg, Provider: e.provider, Sessions: build(codec, opts, e.clock.Now), Flows: session.NewFlowStore(codec, opts, e.clock.Now),
+		Logouts: e.logouts, Metrics: e.metrics, Log: log, Now: e.clock.Now, Rand: rand.Reader,
+		RefreshTimeout: testRefreshTimeout,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.router = router
+	e.sessions = nil
+	return e
+}
+
+// memoryBackend is a session.Backend in a map whose Set fails on demand.
+type memoryBackend struct {
+	mu       sync.Mutex
+	values   map[string][]byte
+	failSets int // the next failSets Sets fail
+	sets     int
+}
+
+func newMemoryBackend() *memoryBackend { return &memoryBackend{values: map[string][]byte{}} }
+
+func (b *memoryBackend) Get(_ context.Context, key string) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v, ok := b.values[key]
+	if !ok {
+		return nil, session.ErrNotFound
+	}
+	return bytes.Clone(v), nil // the store decrypts in place, as from Redis
+}
+
+func (b *memoryBackend) Set(_ context.Context, key string, value []byte, _ time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sets++
+	if b.failSets > 0 {
+		b.failSets--
+		return errors.New("memoryBackend: SET refused")
+	}
+	b.values[key] = bytes.Clone(value)
+	return nil
+}
+
+func (b *memoryBackend) Delete(_ context.Context, key string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.values, key)
+	return nil
+}
+
+func (b *memoryBackend) failNext(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failSets = n
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -15,13 +16,16 @@ import (
 )
 
 // refreshed is one refresh's result, shared by every check that carried
-// the same refresh token: the new session and its sealed cookie value. It
-// is read-only once made.
+// the same refresh token: the new session (never written once made) and,
+// once stored, what to write to the browser.
 type refreshed struct {
-	state  *session.State
-	sealed *session.Sealed
-	// remote: another replica redeemed the token (via the Coordinator).
+	state *session.State
+	// remote: another replica redeemed the token (via the Coordinator)
+	// and stored the result.
 	remote bool
+
+	mu     sync.Mutex
+	sealed *session.Sealed // nil until stored
 }
 
 // sessionOver marks refresh failures that end the session: the provider
@@ -47,11 +51,21 @@ func newRefreshGroup(now func() time.Time, window, timeout time.Duration) *refre
 	return refresh.New[*refreshed](now, window, timeout, refreshCacheSize)
 }
 
-// needsRefresh reports whether the access token expires within
-// session.refreshBefore, by our clock (never oauth2.Token.Valid, which uses
-// the wall clock). A session whose provider gave no expiry never refreshes.
+// needsRefresh reports whether the access token expires within the
+// refresh margin, by our clock (never oauth2.Token.Valid, which uses the
+// wall clock). The margin is session.refreshBefore, at most half the
+// token's lifetime: a 60-second token with the default 60-second margin
+// would otherwise be refreshed by every check. A session whose provider
+// gave no expiry never refreshes.
 func (h *handler) needsRefresh(st *session.State, now time.Time) bool {
-	return !st.AccessExpiry.IsZero() && !now.Before(st.AccessExpiry.Add(-h.Config.Session.RefreshBefore.Duration))
+	if st.AccessExpiry.IsZero() {
+		return false
+	}
+	margin := h.Config.Session.RefreshBefore.Duration
+	if half := st.AccessLifetime / 2; st.AccessLifetime > 0 && margin > half {
+		margin = half
+	}
+	return !now.Before(st.AccessExpiry.Add(-margin))
 }
 
 // refreshSession keeps a session alive across its access token's expiry.
@@ -72,20 +86,40 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		return st
 	}
 
-	res, outcome, err := h.refreshes.Do(c.Request.Context(), refresh.KeyOf(rt), func(ctx context.Context) (*refreshed, error) {
+	ctx := c.Request.Context()
+	res, outcome, err := h.refreshes.Do(ctx, refresh.KeyOf(rt), func(ctx context.Context) (*refreshed, error) {
 		return h.redeemShared(ctx, st, rt)
 	})
 	var over sessionOver
 	switch {
 	case err == nil:
-		h.Sessions.WriteSealed(c.Writer, c.Request, res.sealed)
 		result := metrics.RefreshSuccess
 		if outcome == refresh.Shared || res.remote {
 			result = metrics.RefreshShared
 		}
+		sealed, err := h.store(ctx, res)
+		switch {
+		case errors.Is(err, session.ErrExpired):
+			rl.reason = "session expired during the refresh"
+			h.Sessions.Clear(c.Writer, c.Request)
+			return nil
+		case err != nil:
+			// The provider has rotated the tokens; they stay in the reuse
+			// window (and, with Redis, published to the other replicas),
+			// so checks with the old cookie get them instead of replaying
+			// the old refresh token. This check passes on the new tokens;
+			// a later one stores them.
+			result = metrics.RefreshStoreError
+			rl.reason = "refreshed, but the session could not be stored"
+			h.Log.Error("refreshed session could not be stored; the next check retries", "sub", st.Subject, "error", err)
+		default:
+			h.Sessions.WriteSealed(c.Writer, c.Request, sealed)
+			rl.reason = "refreshed (" + result + ")"
+			// Caddy's 307 brings a new cookie to the browser; a state that
+			// would refresh again at once must not be redirected to.
+			rl.newCookie = sealed.HasCookies() && !h.needsRefresh(res.state, h.Now())
+		}
 		h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
-		rl.reason = "refreshed (" + result + ")"
-		rl.refreshed = true
 		return res.state
 	case errors.As(err, &over):
 		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshInvalidGrant).Inc()
@@ -106,6 +140,50 @@ func (h *handler) refreshSession(c *gin.Context, rl *reqLog, st *session.State) 
 		rl.reason = "refresh failed, grace over"
 		return nil
 	}
+}
+
+// storeAttempts and storeBackoff bound the retries of a failed store.
+const (
+	storeAttempts = 3
+	storeBackoff  = 50 * time.Millisecond
+)
+
+// store writes a refresh's result once for all the checks that share it:
+// the first seals it (the cookie value; with Redis sessions, the SET),
+// retrying a store that is unavailable; the others reuse what it sealed,
+// or try again if it failed. A result another replica stored needs no
+// second write (Shared).
+func (h *handler) store(ctx context.Context, res *refreshed) (*session.Sealed, error) {
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	if res.sealed != nil {
+		return res.sealed, nil
+	}
+	var sealed *session.Sealed
+	var err error
+	for attempt := range storeAttempts {
+		if res.remote {
+			sealed, err = h.Sessions.Shared(res.state)
+		} else {
+			sealed, err = h.Sessions.Seal(ctx, res.state)
+		}
+		if err == nil || !errors.Is(err, session.ErrUnavailable) || attempt == storeAttempts-1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(storeBackoff << attempt):
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !res.remote {
+		h.Metrics.SessionCookieBytes.Observe(float64(sealed.Size))
+	}
+	res.sealed = sealed
+	return sealed, nil
 }
 
 // Outcomes of a refresh as published to other replicas: the first byte,
@@ -164,19 +242,17 @@ func (h *handler) redeemShared(ctx context.Context, st *session.State, rt string
 		if next.ID != st.ID {
 			return nil, errors.New("another replica's refresh result is for another session")
 		}
-		sealed, err := h.Sessions.Shared(next)
-		if err != nil {
-			return nil, err
-		}
-		return &refreshed{state: next, sealed: sealed, remote: true}, nil
+		return &refreshed{state: next, remote: true}, nil
 	}
 	return nil, errors.New("refresh coordinator returned an unknown result")
 }
 
 // redeem runs one refresh at the provider and builds the new session: the
 // rotated refresh token (or the old one when none came back), the new
-// access token and expiry, and a returned ID token once verified (same
-// issuer, audience and sub), else the previous one.
+// access token and expiry, and the identity as the provider states it now
+// (see refreshedIdentity). It does not store the session: the result is
+// kept for the reuse window (and published) first, so that a failed store
+// never loses the rotation.
 func (h *handler) redeem(ctx context.Context, st *session.State, rt string) (*refreshed, error) {
 	tokens, err := h.Provider.Refresh(ctx, rt)
 	if err != nil {
@@ -185,29 +261,13 @@ func (h *handler) redeem(ctx context.Context, st *session.State, rt string) (*re
 		}
 		return nil, err
 	}
-	next := *st // claims, times and ID carry over
-	old := st.Tokens()
-	kept := session.Tokens{IDToken: old.IDToken}
-	if tokens.IDToken != "" {
-		idTok, err := h.Provider.VerifyIDToken(ctx, tokens.IDToken)
-		if err != nil {
-			return nil, sessionOver{fmt.Errorf("refreshed id token: %w", err)}
-		}
-		if idTok.Subject != st.Subject {
-			return nil, sessionOver{errors.New("refreshed id token is for another subject")}
-		}
-		var claims map[string]any
-		if err := idTok.Claims(&claims); err == nil {
-			// Claims that changed at the provider (groups) take effect now;
-			// those the new token lacks keep their old values.
-			id, _ := h.readIdentity(claims)
-			id.merge(identity{user: st.User, email: st.Email, preferredUsername: st.PreferredUsername, groups: st.Groups})
-			next.User, next.Email, next.PreferredUsername, next.Groups = id.user, id.email, id.preferredUsername, id.groups
-			if sid, _ := claims["sid"].(string); sid != "" {
-				next.SID = sid
-			}
-		}
-		kept.IDToken = tokens.IDToken
+	next := *st // times, ID and the rest carry over
+	if err := h.refreshedIdentity(ctx, &next, tokens); err != nil {
+		return nil, err
+	}
+	kept := h.keptTokens(tokens)
+	if tokens.IDToken == "" && h.Config.Session.StoreTokens.IDToken {
+		kept.IDToken = st.Tokens().IDToken
 	}
 	if st.IDTokenApart {
 		// The ID token lives in its own cookie, written at sign-in and left
@@ -215,22 +275,49 @@ func (h *handler) redeem(ctx context.Context, st *session.State, rt string) (*re
 		// id_token_hint, for which the first one does.
 		kept.IDToken = ""
 	}
-	keep := h.Config.Session.StoreTokens
-	if keep.AccessToken {
-		kept.AccessToken = tokens.AccessToken
-	}
-	if !keep.IDToken {
-		kept.IDToken = ""
-	}
-	if keep.RefreshToken {
-		kept.RefreshToken = tokens.RefreshToken
-	}
 	next.SetTokens(kept)
-	next.AccessExpiry = tokens.Expiry
-	sealed, err := h.Sessions.Seal(ctx, &next)
-	if err != nil {
-		return nil, err
+	h.setAccessToken(&next, tokens, h.Now())
+	return &refreshed{state: &next}, nil
+}
+
+// refreshedIdentity updates next's identity from a refresh: a returned ID
+// token, once verified (same issuer, audience and sub), states the claims
+// it carries, and they win even when empty ("groups": [] removes every
+// group, email_verified false the email). Claims that sign-in took from
+// userinfo are read there again. What neither states keeps its value.
+func (h *handler) refreshedIdentity(ctx context.Context, next *session.State, tokens *provider.Tokens) error {
+	var id identity
+	if tokens.IDToken != "" {
+		idTok, err := h.Provider.VerifyIDToken(ctx, tokens.IDToken)
+		if err != nil {
+			return sessionOver{fmt.Errorf("refreshed id token: %w", err)}
+		}
+		if idTok.Subject != next.Subject {
+			return sessionOver{errors.New("refreshed id token is for another subject")}
+		}
+		claims, err := decodeClaims(idTok)
+		if err != nil {
+			return sessionOver{fmt.Errorf("refreshed id token claims: %w", err)}
+		}
+		id = h.readIdentity(claims)
+		if sid, _ := claims["sid"].(string); sid != "" {
+			next.SID = sid
+		}
 	}
-	h.Metrics.SessionCookieBytes.Observe(float64(sealed.Size))
-	return &refreshed{state: &next, sealed: sealed}, nil
+	if next.ClaimsFromUserinfo && id.missing() != 0 && tokens.AccessToken != "" {
+		extra, err := h.userinfoIdentity(ctx, next.Subject, tokens.AccessToken)
+		switch {
+		case errors.Is(err, errUserinfoSubject):
+			return sessionOver{err}
+		case err != nil:
+			// The tokens are new and the provider's verdict stands; the
+			// claims are read again at the next refresh.
+			h.Log.Warn("userinfo failed during a refresh; claims keep their values until the next one", "sub", next.Subject, "error", err)
+		default:
+			id.fill(extra)
+		}
+	}
+	id.fill(identityOf(next))
+	id.apply(next)
+	return nil
 }

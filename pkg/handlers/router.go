@@ -149,8 +149,9 @@ type reqLog struct {
 	result string
 	sub    string
 	reason string
-	// refreshed: the answer carries a new session cookie.
-	refreshed bool
+	// newCookie: the answer carries a new session cookie, for a session
+	// that needs no other refresh at once.
+	newCookie bool
 }
 
 // handlerFunc is an endpoint; it notes what it decided in the request's log line.

@@ -38,6 +38,10 @@ const (
 	RefreshShared         = "shared"
 	RefreshInvalidGrant   = "invalid_grant"
 	RefreshIdPUnavailable = "idp_unavailable"
+	// RefreshStoreError: the provider refreshed, but the new session could
+	// not be stored (too large for the cookies, Redis down); the check
+	// passes on the new tokens, which stay in the reuse window.
+	RefreshStoreError = "store_error"
 
 	RevocationSuccess     = "success"
 	RevocationFailure     = "failure"
@@ -200,7 +204,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{CallbackSuccess, CallbackInvalidState, CallbackIdPError, CallbackExchangeFailed, CallbackInvalidIDToken, CallbackForbidden} {
 		m.Callbacks.WithLabelValues(r)
 	}
-	for _, r := range []string{RefreshSuccess, RefreshShared, RefreshInvalidGrant, RefreshIdPUnavailable} {
+	for _, r := range []string{RefreshSuccess, RefreshShared, RefreshInvalidGrant, RefreshIdPUnavailable, RefreshStoreError} {
 		m.TokenRefreshes.WithLabelValues(r)
 	}
 	for _, tt := range []string{"access_token", "refresh_token"} {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,6 +88,7 @@ func TestStateRoundTrip(t *testing.T) {
 		{"shared header after an opaque token", State{tokens: Tokens{AccessToken: "opaque", IDToken: "eyJh.eyJj.c2lo", RefreshToken: "eyJh.eyJr.c2lp"}}},
 		{"UUID identifiers", State{ID: "3f2b8c1e-7d4a-4b6e-9c0f-1a2b3c4d5e6f", Subject: "f1e2d3c4-b5a6-4789-8abc-def012345678", User: "f1e2d3c4-b5a6-4789-8abc-def012345678", SID: "4f6d1c2a-9b7e-4e0f-8a3d-2c5b7e9f1a04"}},
 		{"UUID-like but uppercase stays text", State{Subject: "F1E2D3C4-B5A6-4789-8ABC-DEF012345678", User: "x", SID: "4f6d1c2a-9b7e-4e0f-8a3d-2c5b7e9f1a0"}},
+		{"access lifetime and userinfo claims", State{Subject: "s", User: "s", AccessExpiry: t0.Add(time.Minute), AccessLifetime: time.Minute, ClaimsFromUserinfo: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +109,34 @@ func TestStateRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStateReadsAreConcurrencySafe: a refreshed state is shared by every
+// check that waited for it; reading its tokens must not write it (run
+// under -race, this failed while Tokens cached what it decoded).
+func TestStateReadsAreConcurrencySafe(t *testing.T) {
+	st := stateFromTokenSet(t, "okta")
+	b, err := st.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shared State
+	if err := shared.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	want := st.Tokens()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if got := shared.Tokens(); got != want {
+				t.Error("tokens differ")
+			}
+			if _, err := shared.MarshalBinary(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // equalState compares every field, tokens included (decoding them if needed).

@@ -39,6 +39,14 @@ type State struct {
 	// AccessExpiry is when the access token expires by our clock; zero when the
 	// provider did not say.
 	AccessExpiry time.Time
+	// AccessLifetime is how long the access token was issued for (whole
+	// seconds); zero when unknown. It caps the refresh margin, so that a
+	// token shorter-lived than session.refreshBefore is not refreshed on
+	// every check.
+	AccessLifetime time.Duration
+	// ClaimsFromUserinfo says that sign-in took claims from the userinfo
+	// endpoint (the ID token lacked them): a refresh reads them there again.
+	ClaimsFromUserinfo bool
 	// CreatedAt is the sign-in time (kept to the millisecond); a
 	// back-channel logout ends only sessions created before it.
 	CreatedAt time.Time
@@ -63,15 +71,18 @@ type Tokens struct {
 	RefreshToken string
 }
 
-// Tokens returns the session's tokens, decoding them on first use. A State
-// belongs to one request: this is not safe for concurrent use.
+// Tokens returns the session's tokens, decoded from their encoded form on
+// every call rather than cached: a refreshed State is shared by every check
+// that waited for the refresh, so reading it must never write it. (Only
+// SetTokens changes a State, on one nobody else holds yet.)
 func (s *State) Tokens() Tokens {
-	if s.rawTokens != nil {
-		d := decoder{b: s.rawTokens}
-		s.tokens.AccessToken, s.tokens.IDToken, s.tokens.RefreshToken = d.tokens()
-		s.rawTokens = nil
+	if s.rawTokens == nil {
+		return s.tokens
 	}
-	return s.tokens
+	d := decoder{b: s.rawTokens}
+	var t Tokens
+	t.AccessToken, t.IDToken, t.RefreshToken = d.tokens()
+	return t
 }
 
 // RefreshToken is Tokens().RefreshToken without decoding the other two:
@@ -99,7 +110,14 @@ func (s *State) Expired(now time.Time) bool {
 const stateVersion = 1
 
 // flags in the encoding
-const flagIDTokenApart = 1 << 0
+const (
+	flagIDTokenApart = 1 << 0
+	// flagAccessLifetime: AccessLifetime follows AccessExpiry (states
+	// written before it existed lack it).
+	flagAccessLifetime     = 1 << 1
+	flagClaimsFromUserinfo = 1 << 2
+	knownFlags             = flagIDTokenApart | flagAccessLifetime | flagClaimsFromUserinfo
+)
 
 // token kinds in the encoding
 const (
@@ -115,6 +133,7 @@ const (
 const (
 	maxGroups    = 4096
 	maxFieldSize = 64 << 10
+	maxLifetime  = 10 * 365 * 24 * 3600 // seconds: no access token lives longer
 )
 
 var errCorrupt = errors.New("session: corrupt state")
@@ -127,10 +146,20 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	if s.IDTokenApart {
 		flags |= flagIDTokenApart
 	}
+	lifetime := int64(s.AccessLifetime / time.Second)
+	if lifetime > 0 {
+		flags |= flagAccessLifetime
+	}
+	if s.ClaimsFromUserinfo {
+		flags |= flagClaimsFromUserinfo
+	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, unixMilliOrZero(s.CreatedAt))
 	b = binary.AppendVarint(b, unixOrZero(s.ExpiresAt))
 	b = binary.AppendVarint(b, unixOrZero(s.AccessExpiry))
+	if lifetime > 0 {
+		b = binary.AppendUvarint(b, uint64(lifetime))
+	}
 	b = appendID(b, s.ID)
 	b = appendID(b, s.Subject)
 	// Most deployments use sub as the user claim: store it once.
@@ -174,14 +203,22 @@ func (s *State) unmarshalOwned(data []byte) error {
 		return errCorrupt
 	}
 	flags := d.byte()
-	if flags&^flagIDTokenApart != 0 {
+	if flags&^knownFlags != 0 {
 		return errCorrupt
 	}
 	*s = State{
-		IDTokenApart: flags&flagIDTokenApart != 0,
-		CreatedAt:    timeMilliOrZero(d.varint()),
-		ExpiresAt:    timeOrZero(d.varint()),
-		AccessExpiry: timeOrZero(d.varint()),
+		IDTokenApart:       flags&flagIDTokenApart != 0,
+		ClaimsFromUserinfo: flags&flagClaimsFromUserinfo != 0,
+		CreatedAt:          timeMilliOrZero(d.varint()),
+		ExpiresAt:          timeOrZero(d.varint()),
+		AccessExpiry:       timeOrZero(d.varint()),
+	}
+	if flags&flagAccessLifetime != 0 {
+		sec := d.uvarint()
+		if sec == 0 || sec > maxLifetime {
+			return errCorrupt
+		}
+		s.AccessLifetime = time.Duration(sec) * time.Second
 	}
 	s.ID = d.id()
 	s.Subject = d.id()

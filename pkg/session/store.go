@@ -122,6 +122,10 @@ type Sealed struct {
 	Size int
 }
 
+// HasCookies reports whether there are cookies to write: a refreshed
+// session kept server-side has none.
+func (s *Sealed) HasCookies() bool { return len(s.lines) > 0 }
+
 // Seal encrypts st and lays it out in cookies; Max-Age runs to st.ExpiresAt.
 // (The context is for stores that write elsewhere, as TicketStore does.)
 func (s *Store) Seal(_ context.Context, st *State) (*Sealed, error) { return s.seal(st) }
@@ -173,11 +177,12 @@ func (s *Store) seal(st *State) (*Sealed, error) {
 	}
 	// Too large: set the ID token apart if that makes the rest fit one cookie.
 	if tokens := st.Tokens(); tokens.IDToken != "" {
+		idToken := tokens.IDToken
 		apart := *st
 		apart.IDTokenApart = true
 		tokens.IDToken = ""
 		apart.SetTokens(tokens)
-		idValue, err := s.codec.Seal(idName, []byte(st.Tokens().IDToken))
+		idValue, err := s.codec.Seal(idName, []byte(idToken))
 		if err != nil {
 			return nil, fmt.Errorf("encode id token: %w", err)
 		}
