@@ -22,6 +22,7 @@ import (
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/session"
 )
@@ -484,5 +485,62 @@ func TestSharedRefreshIsRaceFree(t *testing.T) {
 	}
 	if n := base.idp.TokenRequests(providertest.GrantRefreshToken); n != 1 {
 		t.Errorf("token requests = %d", n)
+	}
+}
+
+// TestForgedTokensDoNotRefetchKeys (item 7): 50 forged bearer tokens and
+// 50 forged logout tokens, under unknown kids or with bad signatures, make
+// at most one JWKS request; a real key rotation is still picked up.
+func TestForgedTokensDoNotRefetchKeys(t *testing.T) {
+	e := newTestEnv(t, func(c *config.Config) { c.Authorization.BearerTokens = true }).discover()
+	now := e.clock.Now()
+	claims := map[string]any{"iss": e.idp.Issuer, "sub": "svc-1", "aud": e.idp.ClientID, "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+	keyFetches := func() int { return e.idp.Calls(providertest.EndpointKeys) }
+	refetches := func(result string) float64 {
+		return testutil.ToFloat64(e.metrics.KeyRefetches.WithLabelValues(result))
+	}
+	start := keyFetches()
+
+	// Past the discovery's own fetch: a refetch may happen now.
+	e.clock.Advance(time.Minute)
+	for i := range 50 {
+		bad := e.idp.SignJWTWithOtherKey(claims) // the published kid, a bad signature
+		unknown := e.idp.SignJWTWithKeyID(claims, fmt.Sprintf("forged-%d", i))
+		for _, tok := range []string{bad, unknown} {
+			if rec := e.check(nil, "", http.Header{"Authorization": {"Bearer " + tok}}); rec.Code != http.StatusUnauthorized {
+				t.Fatalf("forged bearer token: %d", rec.Code)
+			}
+		}
+		logoutClaims := e.idp.LogoutTokenClaims("someone", "")
+		if rec := e.backchannelPost(e.idp.SignJWTWithKeyID(logoutClaims, fmt.Sprintf("forged-logout-%d", i))); rec.Code != http.StatusBadRequest {
+			t.Fatalf("forged logout token: %d", rec.Code)
+		}
+	}
+	if n := keyFetches() - start; n != 1 {
+		t.Errorf("150 forged tokens made %d JWKS requests, want 1", n)
+	}
+	if refetches(metrics.KeyRefetchFetched) != 1 || refetches(metrics.KeyRefetchThrottled) != 99 {
+		t.Errorf("refetches: fetched %v throttled %v", refetches(metrics.KeyRefetchFetched), refetches(metrics.KeyRefetchThrottled))
+	}
+
+	// The provider rotates its key: within 30 s of the last fetch the new
+	// kid waits, after it one fetch finds it.
+	e.idp.RotateKey("rotated-1")
+	rotated := e.idp.SignJWTWithKeyID(claims, "rotated-1")
+	if rec := e.check(nil, "", http.Header{"Authorization": {"Bearer " + rotated}}); rec.Code != http.StatusUnauthorized {
+		t.Errorf("rotated key within the throttle: %d", rec.Code)
+	}
+	e.clock.Advance(provider.MinKeyRefetch)
+	for range 3 {
+		if rec := e.check(nil, "", http.Header{"Authorization": {"Bearer " + rotated}}); rec.Code != http.StatusOK {
+			t.Errorf("rotated key after the throttle: %d", rec.Code)
+		}
+	}
+	if n := keyFetches() - start; n != 2 {
+		t.Errorf("JWKS requests = %d, want 2", n)
+	}
+	// The old key still verifies.
+	if rec := e.check(nil, "", http.Header{"Authorization": {"Bearer " + e.idp.SignJWT(claims)}}); rec.Code != http.StatusOK {
+		t.Errorf("the old key after the rotation: %d", rec.Code)
 	}
 }

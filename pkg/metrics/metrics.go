@@ -60,6 +60,11 @@ const (
 	OutcomeOK    = "ok"
 	OutcomeError = "error"
 
+	// A JWKS refetch for a token with an unknown kid.
+	KeyRefetchFetched   = "fetched"
+	KeyRefetchThrottled = "throttled" // refused: another fetch was too recent
+	KeyRefetchError     = "error"
+
 	// Operations on the shared store (Redis).
 	StoreSessionGet    = "session_get"
 	StoreSessionSet    = "session_set"
@@ -97,6 +102,7 @@ type Metrics struct {
 	StoreOperations     *prometheus.CounterVec   // op, result
 	StoreLatency        *prometheus.HistogramVec // op
 	RefreshLockWait     prometheus.Histogram
+	KeyRefetches        *prometheus.CounterVec // result
 	authObservers       map[[2]string]authObserver
 
 	httpMu        sync.RWMutex
@@ -179,12 +185,15 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		RefreshLockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "extauth_refresh_lock_wait_seconds", Help: "Time a check waited for another replica's refresh of the same session.", Buckets: checkBuckets,
 		}),
+		KeyRefetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_jwks_refetches_total", Help: "JWKS refetches asked for by a token with an unknown kid, by result (throttled: within 30 s of the last fetch, not fetched).",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(
 		m.AuthRequests, m.AuthRequestDuration, m.Signins, m.Callbacks, m.TokenRefreshes,
 		m.TokenRevocations, m.SignOuts, m.BackchannelLogouts, m.IdPRequestDuration,
 		m.SessionCookieBytes, m.HTTPRequests, m.HTTPRequestDuration, m.BuildInfo,
-		m.StoreOperations, m.StoreLatency, m.RefreshLockWait,
+		m.StoreOperations, m.StoreLatency, m.RefreshLockWait, m.KeyRefetches,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -219,6 +228,9 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		for _, o := range []string{OutcomeOK, OutcomeError} {
 			m.IdPRequestDuration.WithLabelValues(e, o)
 		}
+	}
+	for _, r := range []string{KeyRefetchFetched, KeyRefetchThrottled, KeyRefetchError} {
+		m.KeyRefetches.WithLabelValues(r)
 	}
 	for _, op := range StoreOps {
 		m.StoreLatency.WithLabelValues(op)

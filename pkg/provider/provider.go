@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 
 	"github.com/extauth/extauth/pkg/metrics"
@@ -105,6 +106,7 @@ type discoveryDoc struct {
 	CodeChallengeMethods       []string `json:"code_challenge_methods_supported"`
 	TokenEndpointAuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMeth []string `json:"revocation_endpoint_auth_methods_supported"`
+	IDTokenSigningAlgs         []string `json:"id_token_signing_alg_values_supported"`
 }
 
 // New builds the provider and its HTTP client. It does no network I/O:
@@ -176,17 +178,22 @@ func (p *Provider) Discover(ctx context.Context) error {
 	}
 	// Readiness means keys too: fetch them once now, so a provider whose
 	// jwks_uri is broken is not reported ready.
-	if err := p.checkKeys(ctx, doc.JWKSURI); err != nil {
+	keys, err := p.fetchKeys(ctx, doc.JWKSURI)
+	if err != nil {
 		return err
 	}
 	d := &discovered{oidc: op}
-	// The key set lives as long as the process; its fetches use our client.
-	keyCtx := oidc.ClientContext(context.Background(), p.client)
-	d.verifier = op.VerifierContext(keyCtx, &oidc.Config{ClientID: p.cfg.ClientID, Now: p.now})
-	d.bearer = op.VerifierContext(keyCtx, &oidc.Config{SkipClientIDCheck: true, Now: p.now})
+	// The key set lives as long as the process; see keySet for when it
+	// asks the provider again.
+	ks := newKeySet(keys, p.now(), func(ctx context.Context) ([]jose.JSONWebKey, error) {
+		return p.fetchKeys(ctx, doc.JWKSURI)
+	}, p.now, p.countRefetch)
+	algs := supportedAlgs(doc.IDTokenSigningAlgs)
+	d.verifier = oidc.NewVerifier(p.cfg.IssuerURL, ks, &oidc.Config{ClientID: p.cfg.ClientID, Now: p.now, SupportedSigningAlgs: algs})
+	d.bearer = oidc.NewVerifier(p.cfg.IssuerURL, ks, &oidc.Config{SkipClientIDCheck: true, Now: p.now, SupportedSigningAlgs: algs})
 	// Logout tokens of older providers carry no exp: the caller checks iat
 	// and exp itself.
-	d.logout = op.VerifierContext(keyCtx, &oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true, Now: p.now})
+	d.logout = oidc.NewVerifier(p.cfg.IssuerURL, ks, &oidc.Config{ClientID: p.cfg.ClientID, SkipExpiryCheck: true, Now: p.now, SupportedSigningAlgs: algs})
 
 	d.endpoints = Endpoints{
 		Revocation: firstNonEmpty(p.cfg.RevocationURL, doc.RevocationEndpoint),
@@ -217,6 +224,26 @@ func (p *Provider) Discover(ctx context.Context) error {
 	p.log.Info("provider discovered", "issuer", p.cfg.IssuerURL, "pkce", d.pkce,
 		"revocation", d.endpoints.Revocation != "", "end_session", d.endpoints.EndSession != "")
 	return nil
+}
+
+// supportedAlgs are the provider's ID-token signing algorithms that
+// extauth verifies; none listed (or none known) leaves go-oidc's default,
+// RS256, the one OpenID Connect requires.
+func supportedAlgs(listed []string) []string {
+	var algs []string
+	for _, a := range listed {
+		if slices.Contains(signingAlgs, jose.SignatureAlgorithm(a)) {
+			algs = append(algs, a)
+		}
+	}
+	return algs
+}
+
+// countRefetch counts a JWKS refetch by result.
+func (p *Provider) countRefetch(result string) {
+	if p.metrics != nil {
+		p.metrics.KeyRefetches.WithLabelValues(result).Inc()
+	}
 }
 
 // authStyle picks client authentication at the token endpoint:
@@ -478,35 +505,6 @@ func (p *Provider) Userinfo(ctx context.Context, accessToken string) (*oidc.User
 		return nil, fmt.Errorf("userinfo: %w", err)
 	}
 	return info, nil
-}
-
-// checkKeys fetches the JWKS and requires at least one key.
-func (p *Provider) checkKeys(ctx context.Context, jwksURI string) error {
-	if jwksURI == "" {
-		return errors.New("discovery: no jwks_uri")
-	}
-	req, err := http.NewRequestWithContext(withEndpoint(ctx, metrics.EndpointJWKS), http.MethodGet, jwksURI, nil)
-	if err != nil {
-		return fmt.Errorf("jwks: %w", err)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("jwks: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("jwks: %s answered %s", jwksURI, resp.Status)
-	}
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return fmt.Errorf("jwks: %w", err)
-	}
-	if len(set.Keys) == 0 {
-		return fmt.Errorf("jwks: %s has no keys", jwksURI)
-	}
-	return nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 func (p *Provider) routes() http.Handler {
@@ -99,7 +101,14 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Provider) handleKeys(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, jwks())
+	set := jwks()
+	p.mu.Lock()
+	if p.rotatedKID != "" {
+		// A rotation: the new key first, the old one still published.
+		set.Keys = append([]jose.JSONWebKey{{Key: otherKey.Public(), KeyID: p.rotatedKID, Algorithm: string(jose.RS256), Use: "sig"}}, set.Keys...)
+	}
+	p.mu.Unlock()
+	writeJSON(w, http.StatusOK, set)
 }
 
 func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {

@@ -300,6 +300,7 @@ type Provider struct {
 	idTokenOtherKey  bool
 	idTokenAlgNone   bool
 	userinfoOverride map[string]any
+	rotatedKID       string // a second published key (RotateKey)
 }
 
 // New starts a fake provider; t.Cleanup closes it.

@@ -66,6 +66,20 @@ func (p *Provider) SignJWTWithOtherKey(claims map[string]any) string {
 	return signRS256(otherKey, "JWT", claims)
 }
 
+// SignJWTWithKeyID signs claims with a key under kid: a key the provider
+// publishes under that kid only after RotateKey(kid).
+func (p *Provider) SignJWTWithKeyID(claims map[string]any, kid string) string {
+	return signWith(otherKey, kid, "JWT", claims)
+}
+
+// RotateKey publishes a second signing key under kid, first in the JWKS (the
+// one SignJWTWithKeyID signs with), as a provider does when it rotates keys.
+func (p *Provider) RotateKey(kid string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rotatedKID = kid
+}
+
 // LogoutTokenClaims returns the claims of a valid back-channel logout token
 // for sub and/or sid (empty ones are left out), for tampering before
 // SignJWT.
@@ -97,12 +111,16 @@ func (p *Provider) LogoutToken(sub, sid string) string {
 }
 
 func signRS256(key *rsa.PrivateKey, typ string, claims map[string]any) string {
+	return signWith(key, signingKID, typ, claims)
+}
+
+func signWith(key *rsa.PrivateKey, kid, typ string, claims map[string]any) string {
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		panic("providertest: encoding claims: " + err.Error())
 	}
 	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: signingKID}},
+		jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
 		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)),
 	)
 	if err != nil {
