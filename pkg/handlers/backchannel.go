@@ -138,24 +138,20 @@ func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reas
 	}
 	// §2.6 step 7, last of all so that an invalid token never uses up a jti.
 	// A replay would otherwise end sessions signed in since the logout.
-	first, err := h.Logouts.FirstUse(ctx, jti, now.Add(jtiTTL))
+	// The record ends sessions created before now only (the same user
+	// signing in again passes) and lives as long as the longest of them.
+	// Taking the jti and writing the record are one operation: when it
+	// fails (503), the provider's retry is not refused as a replay.
+	kind, key := logout.SID, sid
+	if sid == "" {
+		kind, key = logout.Subject, sub
+	}
+	first, err := h.Logouts.EndOnce(ctx, jti, now.Add(jtiTTL), kind, key, now, now.Add(h.Config.Session.MaxAge.Duration))
 	if err != nil {
 		return http.StatusServiceUnavailable, "logout store unavailable", err.Error()
 	}
 	if !first {
 		return http.StatusBadRequest, "jti already used", ""
-	}
-
-	// The record ends sessions created before now only (the same user
-	// signing in again passes) and lives as long as the longest of them.
-	// (Should End fail after FirstUse, the provider's retry is refused as a
-	// replay: the Store has no way to give the jti back.)
-	kind, key := logout.SID, sid
-	if sid == "" {
-		kind, key = logout.Subject, sub
-	}
-	if err := h.Logouts.End(ctx, kind, key, now, now.Add(h.Config.Session.MaxAge.Duration)); err != nil {
-		return http.StatusServiceUnavailable, "logout store unavailable", err.Error()
 	}
 	return http.StatusOK, "", ""
 }

@@ -335,8 +335,7 @@ func TestBackchannelLogoutUnavailable(t *testing.T) {
 		name  string
 		store *failingLogouts
 	}{
-		{"jti store fails", &failingLogouts{firstUse: errors.New("redis down")}},
-		{"record store fails", &failingLogouts{end: errors.New("redis down")}},
+		{"logout store fails", &failingLogouts{err: errors.New("redis down")}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -360,19 +359,17 @@ func TestBackchannelLogoutUnavailable(t *testing.T) {
 	}
 }
 
-// failingLogouts is a logout.Store whose writes fail as configured.
-type failingLogouts struct {
-	firstUse, end error
-}
+// failingLogouts is a logout.Store whose writes fail with err.
+type failingLogouts struct{ err error }
 
 func (f *failingLogouts) End(context.Context, logout.Kind, string, time.Time, time.Time) error {
-	return f.end
+	return f.err
 }
 
 func (f *failingLogouts) Ended(context.Context, logout.Kind, string, time.Time) (bool, error) {
 	return false, nil
 }
 
-func (f *failingLogouts) FirstUse(context.Context, string, time.Time) (bool, error) {
-	return f.firstUse == nil, f.firstUse
+func (f *failingLogouts) EndOnce(context.Context, string, time.Time, logout.Kind, string, time.Time, time.Time) (bool, error) {
+	return f.err == nil, f.err
 }

@@ -4,15 +4,18 @@ package handlers
 // on the code before its fix.
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -542,5 +545,83 @@ func TestForgedTokensDoNotRefetchKeys(t *testing.T) {
 	// The old key still verifies.
 	if rec := e.check(nil, "", http.Header{"Authorization": {"Bearer " + e.idp.SignJWT(claims)}}); rec.Code != http.StatusOK {
 		t.Errorf("the old key after the rotation: %d", rec.Code)
+	}
+}
+
+// flakyLogouts fails its next record write, then works.
+type flakyLogouts struct {
+	*logout.Memory
+	fail atomic.Bool
+}
+
+func (f *flakyLogouts) End(ctx context.Context, kind logout.Kind, key string, at, until time.Time) error {
+	if f.fail.Swap(false) {
+		return errors.New("redis down")
+	}
+	return f.Memory.End(ctx, kind, key, at, until)
+}
+
+func (f *flakyLogouts) EndOnce(ctx context.Context, jti string, jtiUntil time.Time, kind logout.Kind, key string, at, until time.Time) (bool, error) {
+	if f.fail.Swap(false) {
+		return false, errors.New("redis down")
+	}
+	return f.Memory.EndOnce(ctx, jti, jtiUntil, kind, key, at, until)
+}
+
+// TestBackchannelRetryAfterAFailedWrite: the record cannot be written, the
+// provider is told to retry (503), and its retry of the same token ends the
+// session instead of being refused as a replay.
+func TestBackchannelRetryAfterAFailedWrite(t *testing.T) {
+	e := newTestEnv(t, nil).discover()
+	j := e.signIn("/")
+	st := e.backchannelSession(j)
+	logouts := &flakyLogouts{Memory: logout.NewMemory(e.clock.Now)}
+	router, err := NewRouter(Deps{Config: e.cfg, Provider: e.provider, Sessions: e.sessions, Flows: session.NewFlowStore(nil, session.Options{}, e.clock.Now),
+		Logouts: logouts, Metrics: e.metrics, Log: discardLogger(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.router = router
+	e.clock.Advance(time.Second)
+	token := e.idp.LogoutToken(st.Subject, st.SID)
+	logouts.fail.Store(true)
+	if rec := e.backchannelPost(token); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("failed write: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := e.backchannelPost(token); rec.Code != http.StatusOK {
+		t.Fatalf("the provider's retry: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := e.check(j.list(), "", nil); rec.Code != http.StatusUnauthorized {
+		t.Errorf("session after the retried logout: %d", rec.Code)
+	}
+	if rec := e.backchannelPost(token); rec.Code != http.StatusBadRequest {
+		t.Errorf("a third post of the token: %d, want 400 (replay)", rec.Code)
+	}
+}
+
+// TestTicketSignOutWritesNoRecord: with sessions in Redis, deleting the
+// session ends every copy of its cookie; no logout record is written (each
+// would live in every replica until the session's absolute expiry).
+func TestTicketSignOutWritesNoRecord(t *testing.T) {
+	backend := newMemoryBackend()
+	e := newTestEnv(t, nil).discover().withSessions(func(codec *session.Codec, opts session.Options, now func() time.Time) SessionStore {
+		return session.NewTicketStore(codec, opts, backend, "extauth:", rand.Reader, now)
+	})
+	ticket := e.signIn("/").list()
+	if rec := e.do(http.MethodGet, "/oauth2/sign_out", ticket, nil); rec.Code != http.StatusFound {
+		t.Fatalf("sign-out: %d", rec.Code)
+	}
+	if n := e.logouts.Len(); n != 0 {
+		t.Errorf("%d logout records written", n)
+	}
+	if rec := e.check(ticket, "", nil); rec.Code != http.StatusUnauthorized {
+		t.Errorf("a copy of the ticket after sign-out: %d", rec.Code)
+	}
+	// The cookie store still needs the record.
+	c := newTestEnv(t, nil).discover()
+	j := c.signIn("/")
+	c.do(http.MethodGet, "/oauth2/sign_out", j.list(), nil)
+	if c.logouts.Len() != 1 || c.check(j.list(), "", nil).Code != http.StatusUnauthorized {
+		t.Errorf("cookie store: %d records", c.logouts.Len())
 	}
 }

@@ -56,11 +56,7 @@ func (h *handler) signOut(c *gin.Context, rl *reqLog) {
 	default:
 		rl.sub = st.Subject
 		h.revokeTokens(r.Context(), st.Tokens(), rl)
-		// The session ID is unique, so the record covers it whatever its
-		// creation time (at = its expiry), and lasts as long as the cookie could.
-		if err := h.Logouts.End(r.Context(), logout.Session, st.ID, st.ExpiresAt, st.ExpiresAt); err != nil {
-			h.Log.Warn("could not record the sign-out", "sub", st.Subject, "error", err)
-		}
+		h.endSession(r, st)
 	}
 	h.Sessions.Clear(c.Writer, r)
 	c.Header("Cache-Control", "no-store")
@@ -72,6 +68,31 @@ func (h *handler) signOut(c *gin.Context, rl *reqLog) {
 	}
 	rl.result = "signed_out"
 	c.Redirect(http.StatusFound, target)
+}
+
+// sessionDeleter is a store that keeps sessions server-side: deleting one
+// ends it for every copy of its cookie.
+type sessionDeleter interface {
+	Delete(ctx context.Context, r *http.Request) error
+}
+
+// endSession makes sure a copy of the cookie stops passing: the session
+// deleted where it lives, else a logout record of its ID (which every
+// replica then holds until the cookie could expire).
+func (h *handler) endSession(r *http.Request, st *session.State) {
+	ctx := context.WithoutCancel(r.Context())
+	if d, ok := h.Sessions.(sessionDeleter); ok {
+		err := d.Delete(ctx, r)
+		if err == nil {
+			return
+		}
+		h.Log.Warn("could not delete the session from the store; recording the sign-out instead", "sub", st.Subject, "error", err)
+	}
+	// The session ID is unique, so the record covers it whatever its
+	// creation time (at = its expiry), and lasts as long as the cookie could.
+	if err := h.Logouts.End(ctx, logout.Session, st.ID, st.ExpiresAt, st.ExpiresAt); err != nil {
+		h.Log.Warn("could not record the sign-out", "sub", st.Subject, "error", err)
+	}
 }
 
 // revokeTokens revokes the refresh token first (revoking it usually

@@ -5,6 +5,7 @@
 package logout
 
 import (
+	"container/heap"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,9 @@ const (
 	kinds
 )
 
+// jtiKind files the used logout-token IDs beside the records.
+const jtiKind = kinds
+
 // Store keeps the records. A record ends only sessions created before it:
 // the same user signing in again afterwards passes. Implementations keep a
 // record until `until`, the end of the longest session it could cover.
@@ -32,28 +36,31 @@ type Store interface {
 	End(ctx context.Context, kind Kind, key string, at, until time.Time) error
 	// Ended reports whether a session of kind/key created at createdAt is over.
 	Ended(ctx context.Context, kind Kind, key string, createdAt time.Time) (bool, error)
-	// FirstUse records a logout token's jti and reports whether it is new:
-	// a replayed token is refused.
-	FirstUse(ctx context.Context, jti string, until time.Time) (bool, error)
+	// EndOnce is End for a logout token: it takes the token's jti (kept
+	// until jtiUntil) and writes the record as one operation. A jti used
+	// before records nothing and returns false: a replay is refused. A
+	// failed write takes no jti, so the provider's retry is accepted.
+	EndOnce(ctx context.Context, jti string, jtiUntil time.Time, kind Kind, key string, at, until time.Time) (first bool, err error)
 }
 
 // Memory is the Store of one replica.
 type Memory struct {
 	now     func() time.Time
 	mu      sync.RWMutex
-	records [kinds]map[string]record
-	jtis    map[string]time.Time
+	records [kinds + 1]map[string]record // jtiKind: the jtis, at unused
+	// expiries orders every record by its end, so that dropping the
+	// expired ones costs what they are, never a scan of them all.
+	expiries expiryHeap
 	// size lets the check skip the lock while nothing was ever recorded,
 	// the usual case.
-	size   atomic.Int64
-	writes int
+	size atomic.Int64
 }
 
 type record struct{ at, until time.Time }
 
 // NewMemory returns an empty in-memory store; now is the clock that expires records.
 func NewMemory(now func() time.Time) *Memory {
-	m := &Memory{now: now, jtis: map[string]time.Time{}}
+	m := &Memory{now: now}
 	for i := range m.records {
 		m.records[i] = map[string]record{}
 	}
@@ -66,16 +73,29 @@ var _ Store = (*Memory)(nil)
 func (m *Memory) End(_ context.Context, kind Kind, key string, at, until time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.endLocked(kind, key, at, until)
+	m.pruneLocked()
+	return nil
+}
+
+func (m *Memory) endLocked(kind Kind, key string, at, until time.Time) {
 	recs := m.records[kind]
-	if old, ok := recs[key]; ok && old.at.After(at) {
+	old, ok := recs[key]
+	if ok && old.at.After(at) {
 		at = old.at
 	}
-	if _, ok := recs[key]; !ok {
+	if ok && old.until.After(until) {
+		until = old.until
+	}
+	if !ok && kind != jtiKind {
 		m.size.Add(1)
 	}
 	recs[key] = record{at: at, until: until}
-	m.pruneLocked()
-	return nil
+	if !ok || !until.Equal(old.until) {
+		// An unchanged end has its heap entry already (a reload from Redis
+		// writes every record again).
+		heap.Push(&m.expiries, expiry{until: until, kind: kind, key: key})
+	}
 }
 
 // Ended implements Store.
@@ -89,36 +109,55 @@ func (m *Memory) Ended(_ context.Context, kind Kind, key string, createdAt time.
 	return ok && createdAt.Before(r.at) && m.now().Before(r.until), nil
 }
 
-// FirstUse implements Store.
-func (m *Memory) FirstUse(_ context.Context, jti string, until time.Time) (bool, error) {
+// EndOnce implements Store.
+func (m *Memory) EndOnce(_ context.Context, jti string, jtiUntil time.Time, kind Kind, key string, at, until time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if exp, ok := m.jtis[jti]; ok && m.now().Before(exp) {
+	if r, ok := m.records[jtiKind][jti]; ok && m.now().Before(r.until) {
 		return false, nil
 	}
-	m.jtis[jti] = until
+	m.endLocked(jtiKind, jti, time.Time{}, jtiUntil)
+	m.endLocked(kind, key, at, until)
 	m.pruneLocked()
 	return true, nil
 }
 
-// pruneLocked drops expired records every 256 writes.
+// pruneLocked drops the records that have expired.
 func (m *Memory) pruneLocked() {
-	m.writes++
-	if m.writes%256 != 0 {
-		return
-	}
 	now := m.now()
-	for _, recs := range m.records {
-		for k, r := range recs {
-			if !now.Before(r.until) {
-				delete(recs, k)
+	for len(m.expiries) > 0 && !now.Before(m.expiries[0].until) {
+		e := heap.Pop(&m.expiries).(expiry)
+		recs := m.records[e.kind]
+		// A later End may have extended the record: its own entry is
+		// still in the heap.
+		if r, ok := recs[e.key]; ok && !now.Before(r.until) {
+			delete(recs, e.key)
+			if e.kind != jtiKind {
 				m.size.Add(-1)
 			}
 		}
 	}
-	for k, exp := range m.jtis {
-		if !now.Before(exp) {
-			delete(m.jtis, k)
-		}
-	}
+}
+
+// Len is the number of logout records held (jtis not counted).
+func (m *Memory) Len() int { return int(m.size.Load()) }
+
+// expiry is a record's end, in the heap.
+type expiry struct {
+	until time.Time
+	kind  Kind
+	key   string
+}
+
+type expiryHeap []expiry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }

@@ -42,6 +42,21 @@ if old and tonumber(old) > tonumber(at) then at = old end
 redis.call("SET", KEYS[1], at, "PX", ARGV[2])
 return at`)
 
+// endOnce is endRecord for a logout token, with its jti taken and the
+// record announced in the same script, so that nothing is half done: a
+// replayed jti records nothing (returns false), and a failure leaves the
+// jti for the provider's retry. KEYS: jti, record; ARGV: jti ttl ms, at
+// (unix ms), record ttl ms, channel, kind name, until (unix ms), key.
+// Returns the time kept.
+var endOnce = redis.NewScript(`
+if not redis.call("SET", KEYS[1], 1, "NX", "PX", ARGV[1]) then return false end
+local at = ARGV[2]
+local old = redis.call("GET", KEYS[2])
+if old and tonumber(old) > tonumber(at) then at = old end
+redis.call("SET", KEYS[2], at, "PX", ARGV[3])
+redis.call("PUBLISH", ARGV[4], ARGV[5] .. " " .. at .. " " .. ARGV[6] .. " " .. ARGV[7])
+return at`)
+
 // NewLogouts returns the shared records; Run follows the other replicas'.
 func NewLogouts(s *Store, now func() time.Time) *Logouts {
 	return &Logouts{Store: s, mem: logout.NewMemory(now), now: now, channel: s.prefix + "logouts", synced: make(chan struct{})}
@@ -82,21 +97,31 @@ func (l *Logouts) Ended(ctx context.Context, kind logout.Kind, key string, creat
 	return l.mem.Ended(ctx, kind, key, createdAt)
 }
 
-// FirstUse implements logout.Store: a jti is taken once across replicas.
-func (l *Logouts) FirstUse(ctx context.Context, jti string, until time.Time) (bool, error) {
-	ttl := until.Sub(l.now())
-	if ttl <= 0 {
-		ttl = time.Millisecond
-	}
+// EndOnce implements logout.Store: the jti is taken once across replicas,
+// and with it the record is written and announced, in one script.
+func (l *Logouts) EndOnce(ctx context.Context, jti string, jtiUntil time.Time, kind logout.Kind, key string, at, until time.Time) (bool, error) {
+	jtiTTL := max(jtiUntil.Sub(l.now()), time.Millisecond)
+	ttl := max(until.Sub(l.now()), time.Millisecond)
 	ctx, cancel := opContext(ctx)
 	defer cancel()
 	start := time.Now()
-	ok, err := l.client.SetNX(ctx, l.prefix+"logout-jti:"+jti, 1, ttl).Result()
+	res, err := endOnce.Run(ctx, l.client, []string{l.prefix + "logout-jti:" + jti, l.recordKey(kind, key)},
+		jtiTTL.Milliseconds(), at.UnixMilli(), ttl.Milliseconds(), l.channel,
+		kindNames[kind], until.UnixMilli(), key).Text()
+	if errors.Is(err, redis.Nil) {
+		l.observe(metrics.StoreLogoutWrite, start, nil)
+		return false, nil // a replay: the script returned false
+	}
 	l.observe(metrics.StoreLogoutWrite, start, err)
 	if err != nil {
-		return false, errorf("logout token jti", err)
+		return false, errorf("record logout", err)
 	}
-	return ok, nil
+	kept, err := strconv.ParseInt(res, 10, 64)
+	if err != nil {
+		return false, errorf("record logout", err)
+	}
+	_ = l.mem.End(ctx, kind, key, time.UnixMilli(kept), until)
+	return true, nil
 }
 
 // Run subscribes to the announcements until ctx ends, and loads every

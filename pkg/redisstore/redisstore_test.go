@@ -366,12 +366,19 @@ func TestLogoutsReachEveryReplica(t *testing.T) {
 	}
 	waitFor(t, "replica a to see the subject", func() bool { return ended(a, logout.Subject, "user: one two", before) })
 
-	first, err := a.FirstUse(ctx, "jti-1", time.Now().Add(time.Minute))
+	// A logout token: its jti taken, the record written and announced, in
+	// one script.
+	first, err := a.EndOnce(ctx, "jti-1", time.Now().Add(time.Minute), logout.SID, "sid-jti", time.Now(), time.Now().Add(time.Hour))
 	if err != nil || !first {
 		t.Fatalf("first use: %v %v", first, err)
 	}
-	if again, err := b.FirstUse(ctx, "jti-1", time.Now().Add(time.Minute)); err != nil || again {
+	waitFor(t, "replica b to see sid-jti", func() bool { return ended(b, logout.SID, "sid-jti", before) })
+	if again, err := b.EndOnce(ctx, "jti-1", time.Now().Add(time.Minute), logout.SID, "sid-replayed", time.Now(), time.Now().Add(time.Hour)); err != nil || again {
 		t.Errorf("replay on another replica accepted: %v %v", again, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if ended(a, logout.SID, "sid-replayed", before) || ended(b, logout.SID, "sid-replayed", before) {
+		t.Error("a replayed jti recorded a logout")
 	}
 
 	// Redis restarts empty; a record made after it is back reaches b,
@@ -380,7 +387,15 @@ func TestLogoutsReachEveryReplica(t *testing.T) {
 	if err := a.End(ctx, logout.SID, "sid-2", time.Now(), time.Now().Add(time.Hour)); err == nil {
 		t.Error("End with redis down reported success")
 	}
+	if _, err := a.EndOnce(ctx, "jti-2", time.Now().Add(time.Minute), logout.SID, "sid-2", time.Now(), time.Now().Add(time.Hour)); err == nil {
+		t.Error("EndOnce with redis down reported success")
+	}
 	r.Start()
+	// The provider's retry of the failed logout token is not a replay.
+	waitFor(t, "the retried logout token", func() bool {
+		first, err := a.EndOnce(ctx, "jti-2", time.Now().Add(time.Minute), logout.SID, "sid-2", time.Now(), time.Now().Add(time.Hour))
+		return err == nil && first
+	})
 	waitFor(t, "a record after the restart", func() bool {
 		_ = a.End(ctx, logout.SID, "sid-3", time.Now(), time.Now().Add(time.Hour))
 		return ended(b, logout.SID, "sid-3", before)

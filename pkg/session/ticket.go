@@ -157,6 +157,19 @@ func (s *TicketStore) WriteSealed(w http.ResponseWriter, r *http.Request, sealed
 	}
 }
 
+// Delete removes the request's session from the store: a copy of the
+// ticket cookie then finds nothing.
+func (s *TicketStore) Delete(ctx context.Context, r *http.Request) error {
+	t, err := s.readTicket(r)
+	if err != nil {
+		return err
+	}
+	if err := s.backend.Delete(ctx, s.key(t)); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
 // Clear deletes the request's session from the store (best effort: it
 // expires anyway) and expires its cookies.
 func (s *TicketStore) Clear(w http.ResponseWriter, r *http.Request) {
