@@ -61,7 +61,7 @@ func newKeySet(keys []jose.JSONWebKey, fetchedAt time.Time, fetch func(context.C
 // VerifySignature implements oidc.KeySet. The verifier has checked the
 // algorithm against the provider's list already.
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSigned(raw, signingAlgs)
+	jws, err := jose.ParseSignedCompact(raw, signingAlgs)
 	if err != nil {
 		return nil, fmt.Errorf("malformed jwt: %w", err)
 	}
