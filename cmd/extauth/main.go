@@ -98,11 +98,18 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	if _, err := config.Load(path); err != nil {
+	cfg, err := config.Load(path)
+	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid configuration:\n%s\n", path, indent(err))
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK\n", path)
+	for _, line := range cfg.Summary() {
+		fmt.Fprintf(stdout, "  %s\n", line)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
 	return 0
 }
 
@@ -146,6 +153,9 @@ func serve(args []string, stderr io.Writer) int {
 	defer logs.Close()
 	log := newLogger(cfg, logs)
 	log.Info("starting extauth", "version", version, "commit", commit, "config", path)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
 	srv, err := server.New(cfg, log, version)
 	if err != nil {
 		log.Error("cannot start", "error", err)

@@ -188,3 +188,24 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatalf("examples/config.yaml: %s", stderr.String())
 	}
 }
+
+// TestCheckConfigSaysWhatItWillDo: the summary names the Redis in use, and
+// a Redis named but switched off is a warning.
+func TestCheckConfigSaysWhatItWillDo(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	body := validConfig + "  redis: {address: redis.auth:6379}\n"
+	if code := run([]string{"check-config", "--config", writeConfig(t, body)}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "redis: redis.auth:6379: one refresh across replicas") {
+		t.Errorf("summary:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	body = validConfig + "  redis: {enabled: false, address: redis.auth:6379}\n"
+	if code := run([]string{"check-config", "--config", writeConfig(t, body)}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "warning: session.redis.enabled is false") || !strings.Contains(stdout.String(), "redis: not used") {
+		t.Errorf("no warning:\n%s", stdout.String())
+	}
+}

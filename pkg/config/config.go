@@ -186,8 +186,12 @@ type StoreTokens struct {
 // checks) and carries back-channel logouts to every replica.
 type Redis struct {
 	// Enabled turns Redis on for the cookie store (refresh coordination and
-	// shared logouts); session.store redis implies it. Default false.
+	// shared logouts); session.store redis implies it, and so does a file
+	// that sets address (or sentinel.masterName) and leaves enabled out.
+	// false in the file turns Redis off even then. Default false.
 	Enabled bool `json:"enabled"`
+	// ignored: the file names a Redis and says enabled: false.
+	ignored bool
 	// Address is host:port. Default "127.0.0.1:6379". Unused with Sentinel.
 	Address string `json:"address"`
 	// Username is the ACL user (Redis 6+). Default empty: the default user.
@@ -232,6 +236,39 @@ type RedisSentinel struct {
 
 // RedisUsed reports whether extauth talks to Redis at all.
 func (s *Session) RedisUsed() bool { return s.Store == StoreRedis || s.Redis.Enabled }
+
+// Warnings are what a valid configuration does that its author may not
+// expect; check-config prints them and serve logs them.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Session.Redis.ignored {
+		w = append(w, "session.redis.enabled is false: the Redis at session.redis is not used, so replicas do not share refreshes "+
+			"(a rotated refresh token can be replayed) nor back-channel logouts; remove enabled or set it true")
+	}
+	return w
+}
+
+// Summary says in a few lines what extauth will do with this configuration.
+func (c *Config) Summary() []string {
+	s := c.Session
+	lines := []string{fmt.Sprintf("provider: %s (client %s)", c.OIDC.IssuerURL, c.OIDC.ClientID)}
+	where := s.Redis.Address
+	if s.Redis.Sentinel.MasterName != "" {
+		where = "sentinel master " + s.Redis.Sentinel.MasterName
+	}
+	switch {
+	case s.Store == StoreRedis:
+		lines = append(lines, "sessions: in Redis ("+where+"), a ticket in the cookie "+s.CookieName,
+			"redis: sessions, one refresh across replicas, shared back-channel logouts")
+	case s.Redis.Enabled:
+		lines = append(lines, "sessions: in the cookie "+s.CookieName,
+			"redis: "+where+": one refresh across replicas, shared back-channel logouts")
+	default:
+		lines = append(lines, "sessions: in the cookie "+s.CookieName,
+			"redis: not used: each replica refreshes and keeps back-channel logouts on its own (fine for one replica)")
+	}
+	return lines
+}
 
 // Authorization decides who may pass once signed in, and where sign-in may
 // return to.

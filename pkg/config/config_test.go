@@ -816,3 +816,44 @@ func TestLogLevel(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisAddressTurnsRedisOn: a file that says where Redis is uses it
+// (in either store mode) unless it says enabled: false, which check-config
+// then warns about.
+func TestRedisAddressTurnsRedisOn(t *testing.T) {
+	withRedis := func(redis string) string {
+		return strings.Replace(minimal, "session:", "session:\n  redis: "+redis, 1)
+	}
+	tests := []struct {
+		name    string
+		redis   string
+		used    bool
+		warning bool
+	}{
+		{"address, no enabled", "{address: redis.auth:6379}", true, false},
+		{"sentinel, no enabled", "{sentinel: {masterName: m, addresses: [s:26379]}}", true, false},
+		{"address, enabled true", "{enabled: true, address: redis.auth:6379}", true, false},
+		{"address, enabled false", "{enabled: false, address: redis.auth:6379}", false, true},
+		{"other keys only", "{keyPrefix: \"x:\"}", false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := mustParse(t, withRedis(tc.redis))
+			if cfg.Session.RedisUsed() != tc.used {
+				t.Errorf("RedisUsed = %v, want %v", cfg.Session.RedisUsed(), tc.used)
+			}
+			if w := cfg.Warnings(); (len(w) > 0) != tc.warning {
+				t.Errorf("warnings %q", w)
+			}
+			summary := strings.Join(cfg.Summary(), "\n")
+			if tc.used != !strings.Contains(summary, "redis: not used") {
+				t.Errorf("summary does not say whether Redis is used:\n%s", summary)
+			}
+		})
+	}
+	if cfg := mustParse(t, minimal); cfg.Session.RedisUsed() {
+		t.Error("no session.redis: Redis used")
+	}
+	err := parseError(t, strings.Replace(minimal, "session:", "session:\n  store: redis\n  redis: {enabled: false, address: r:6379}", 1))
+	requireErrors(t, err, "session.redis.enabled: false contradicts session.store: redis")
+}

@@ -30,6 +30,7 @@ func decodeYAML(data []byte, cfg *Config) (keyErrs []error, fatal error) {
 	var d decoder
 	d.value("", raw, reflect.ValueOf(cfg).Elem())
 	applyEmailDomainsDefault(raw, cfg)
+	d.errs = append(d.errs, applyRedisDefault(raw, cfg)...)
 	return d.errs, nil
 }
 
@@ -77,6 +78,30 @@ func applyEmailDomainsDefault(raw any, cfg *Config) {
 	if emails && !domains {
 		cfg.Authorization.EmailDomains = nil
 	}
+}
+
+// applyRedisDefault turns Redis on when the file says where it is
+// (session.redis.address or session.redis.sentinel.masterName) and leaves
+// session.redis.enabled out: a multi-replica deployment that names its
+// Redis and forgets the switch would otherwise replay rotated refresh
+// tokens. An explicit enabled: false keeps it off (Warnings says so), and
+// contradicts session.store: redis.
+func applyRedisDefault(raw any, cfg *Config) []error {
+	session := asMap(asMap(raw)["session"])
+	redis := asMap(session["redis"])
+	_, address := redis["address"]
+	_, master := asMap(redis["sentinel"])["masterName"]
+	enabled, stated := redis["enabled"]
+	r := &cfg.Session.Redis
+	switch {
+	case !stated && (address || master):
+		r.Enabled = true
+	case stated && enabled == false && cfg.Session.Store == StoreRedis:
+		return []error{errors.New(`session.redis.enabled: false contradicts session.store: redis (the sessions live in Redis); remove it`)}
+	case stated && enabled == false && (address || master):
+		r.ignored = true
+	}
+	return nil
 }
 
 func asMap(v any) map[string]any {
