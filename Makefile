@@ -55,12 +55,11 @@ manifests:
 	cd charts/test && go run ./cmd/render
 
 ## lint: gofmt, go vet and staticcheck on every module, golangci-lint's errorlint and
-## bodyclose on the service's module (.golangci.yml); `make tools` installs the linters
+## bodyclose on the service's module (.golangci.yml); installs the linters when missing
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
-	@for tool in staticcheck golangci-lint; do command -v $$tool >/dev/null || \
-		{ echo "$$tool not found: run make tools"; exit 1; }; done
+	@command -v staticcheck >/dev/null && command -v golangci-lint >/dev/null || $(MAKE) tools
 	go vet ./...
 	staticcheck ./...
 	golangci-lint run ./...

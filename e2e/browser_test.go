@@ -170,6 +170,7 @@ func TestBrowserSignInRefreshSignOut(t *testing.T) {
 	if user == "" || email != op.Email {
 		t.Errorf("upstream saw user %q, email %q (want email %q)", user, email, op.Email)
 	}
+	noForgedHeadersReachTheApp(t, ctx)
 
 	// 6. A screenshot of the signed-in page, kept as a test artifact.
 	png := get(t, ctx, "screenshot", chromedp.CaptureScreenshot())
@@ -291,4 +292,36 @@ func redeem(t *testing.T, s *stack.Stack, refreshToken string) string {
 		return ""
 	}
 	return body.Error
+}
+
+// forgedHeaders are identity headers a signed-in page sends itself.
+var forgedHeaders = map[string]string{
+	"X-Auth-Request-User":               "admin",
+	"X-Auth-Request-Email":              "admin@example.com",
+	"X-Auth-Request-Groups":             "admins",
+	"X-Auth-Request-Preferred-Username": "root",
+	"X-Auth-Request-Access-Token":       "forged",
+}
+
+// noForgedHeadersReachTheApp fetches /api/headers from the signed-in page
+// with forged identity headers and fails if the app sees any of them: the
+// gateway config strips what extauth's answer does not set.
+func noForgedHeadersReachTheApp(t *testing.T, ctx context.Context) {
+	t.Helper()
+	forged, _ := json.Marshal(forgedHeaders)
+	seen := get(t, ctx, "fetch with forged identity headers", chromedp.Evaluate[map[string][]string](
+		`fetch('/api/headers', {headers: `+string(forged)+`}).then(r => r.json())`, chromedp.EvalAwaitPromise))
+	if len(seen) == 0 {
+		t.Fatal("the app saw no identity header at all")
+	}
+	for name, values := range seen {
+		for _, v := range values {
+			if v == forgedHeaders[name] {
+				t.Errorf("the app received the client's own %s: %q", name, v)
+			}
+		}
+	}
+	if v := seen["X-Auth-Request-User"]; len(v) != 1 || v[0] == "" {
+		t.Errorf("the app saw X-Auth-Request-User %q", v)
+	}
 }

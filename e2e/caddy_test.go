@@ -31,6 +31,7 @@ func TestBrowserThroughCaddy(t *testing.T) {
 	if email := text(t, ctx, `td[data-header="X-Auth-Request-Email"]`); email != op.Email {
 		t.Errorf("upstream saw email %q", email)
 	}
+	noForgedHeadersReachTheApp(t, ctx)
 
 	before := sessionCookie(t, ctx)
 	refreshes := s.OP.TokenRequests("refresh_token")

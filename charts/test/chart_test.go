@@ -579,12 +579,22 @@ func TestTemplateFailures(t *testing.T) {
 	}
 }
 
+// notesAnnotation is the value NOTES give an annotation.
+func notesAnnotation(notes, key string) (string, bool) {
+	for _, line := range strings.Split(notes, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+": "); ok {
+			return strings.Trim(v, `"`), true
+		}
+	}
+	return "", false
+}
+
 func TestNotes(t *testing.T) {
 	o := render(t, minimal(t))
 	for _, line := range []string{
 		`nginx.ingress.kubernetes.io/auth-url: "http://extauth.auth.svc.cluster.local:4180/oauth2/auth"`,
 		`nginx.ingress.kubernetes.io/auth-signin: "https://$host/oauth2/start?rd=$escaped_request_uri"`,
-		`nginx.ingress.kubernetes.io/auth-response-headers: "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups"`,
+		`nginx.ingress.kubernetes.io/auth-response-headers: "X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Preferred-Username,X-Auth-Request-Groups,X-Auth-Request-Access-Token"`,
 		`nginx.ingress.kubernetes.io/auth-always-set-cookie: "true"`,
 		`nginx.ingress.kubernetes.io/proxy-buffer-size: "16k"`,
 	} {
@@ -594,7 +604,12 @@ func TestNotes(t *testing.T) {
 	}
 	// The same annotations as SPEC.md, where it is beside the repository.
 	for _, a := range specAnnotations(t) {
-		if !strings.Contains(o.Notes, a.key+": "+a.quoted) {
+		var want string
+		if err := yaml.Unmarshal([]byte(a.quoted), &want); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := notesAnnotation(o.Notes, a.key)
+		if !ok || !annotationMatches(a.key, got, want) {
 			t.Errorf("NOTES lack SPEC.md's %s: %s", a.key, a.quoted)
 		}
 	}

@@ -71,6 +71,22 @@ type (
 			} `json:"extAuth"`
 		} `json:"spec"`
 	}
+	clientTrafficPolicy struct {
+		metav1.TypeMeta `json:",inline"`
+		Metadata        metav1.ObjectMeta `json:"metadata"`
+		Spec            struct {
+			TargetRefs []struct {
+				Group string `json:"group"`
+				Kind  string `json:"kind"`
+				Name  string `json:"name"`
+			} `json:"targetRefs"`
+			Headers struct {
+				EarlyRequestHeaders struct {
+					Remove []string `json:"remove"`
+				} `json:"earlyRequestHeaders"`
+			} `json:"headers"`
+		} `json:"spec"`
+	}
 	referenceGrant struct {
 		metav1.TypeMeta `json:",inline"`
 		Metadata        metav1.ObjectMeta `json:"metadata"`
@@ -95,6 +111,7 @@ type (
 				Address                  string   `json:"address"`
 				TrustForwardHeader       *bool    `json:"trustForwardHeader"`
 				AuthResponseHeaders      []string `json:"authResponseHeaders"`
+				AuthResponseHeadersRegex string   `json:"authResponseHeadersRegex"`
 				AddAuthCookiesToResponse []string `json:"addAuthCookiesToResponse"`
 			} `json:"forwardAuth"`
 		} `json:"spec"`
@@ -172,6 +189,8 @@ func TestExamplesParse(t *testing.T) {
 				v = &referenceGrant{}
 			case "gateway.envoyproxy.io/v1alpha1 SecurityPolicy":
 				v = &securityPolicy{}
+			case "gateway.envoyproxy.io/v1alpha1 ClientTrafficPolicy":
+				v = &clientTrafficPolicy{}
 			case "traefik.io/v1alpha1 Middleware":
 				v = &traefikMiddleware{}
 			case "traefik.io/v1alpha1 IngressRoute":
@@ -218,6 +237,29 @@ func specAnnotations(t *testing.T) []annotation {
 	return out
 }
 
+// identityHeaders are every header extauth's check can set. A gateway
+// config lists them all, used or not: nginx (and ingress-nginx's
+// auth-response-headers) then sends the check's value of each, never the
+// client's own.
+var identityHeaders = []string{"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username",
+	"X-Auth-Request-Groups", "X-Auth-Request-Access-Token"}
+
+// annotationMatches compares an annotation with SPEC.md's value; the
+// auth-response-headers list may name more headers than SPEC.md's, and must
+// name every identity header.
+func annotationMatches(key, got, want string) bool {
+	if key != "nginx.ingress.kubernetes.io/auth-response-headers" {
+		return got == want
+	}
+	listed := strings.Split(got, ",")
+	for _, h := range append(strings.Split(want, ","), identityHeaders...) {
+		if !slices.Contains(listed, h) {
+			return false
+		}
+	}
+	return true
+}
+
 // TestProtectedIngressAnnotations: every example Ingress with an auth-url
 // carries SPEC.md's annotations with SPEC.md's values (the Service
 // extauth.auth, as manifests/extauth.yaml deploys it).
@@ -241,7 +283,7 @@ func TestProtectedIngressAnnotations(t *testing.T) {
 				if err := yaml.Unmarshal([]byte(a.quoted), &v); err != nil {
 					t.Fatal(err)
 				}
-				if got, ok := ing.Annotations[a.key]; !ok || got != v {
+				if got, ok := ing.Annotations[a.key]; !ok || !annotationMatches(a.key, got, v) {
 					t.Errorf("%s: Ingress %s: %s = %q, want %q", filepath.Base(f), ing.Name, a.key, got, v)
 				}
 			}
@@ -274,11 +316,14 @@ func TestProtectedIngressAnnotations(t *testing.T) {
 
 func TestEnvoyGatewayExample(t *testing.T) {
 	var policy *securityPolicy
+	var strip *clientTrafficPolicy
 	routes := map[string]*httpRoute{}
 	for _, d := range readExample(t, "envoy-gateway.yaml") {
 		switch d.Kind {
 		case "SecurityPolicy":
 			decodeStrict(t, d.Kind, d.YAML, &policy)
+		case "ClientTrafficPolicy":
+			decodeStrict(t, d.Kind, d.YAML, &strip)
 		case "HTTPRoute":
 			var r *httpRoute
 			decodeStrict(t, d.Kind, d.YAML, &r)
@@ -298,6 +343,19 @@ func TestEnvoyGatewayExample(t *testing.T) {
 	}
 	if ea.FailOpen == nil || *ea.FailOpen {
 		t.Error("failOpen must be false")
+	}
+	// Every identity header goes to the app from extauth's answer, and a
+	// client's own is removed before the check.
+	if strip == nil || len(strip.Spec.TargetRefs) != 1 || strip.Spec.TargetRefs[0].Kind != "Gateway" {
+		t.Fatal("no ClientTrafficPolicy on the Gateway strips the identity headers")
+	}
+	for _, h := range identityHeaders {
+		if !slices.Contains(ea.HTTP.HeadersToBackend, strings.ToLower(h)) {
+			t.Errorf("headersToBackend lacks %s", h)
+		}
+		if !slices.Contains(strip.Spec.Headers.EarlyRequestHeaders.Remove, h) {
+			t.Errorf("the ClientTrafficPolicy does not remove %s", h)
+		}
 	}
 	if len(policy.Spec.TargetRefs) != 1 || policy.Spec.TargetRefs[0].Kind != "HTTPRoute" || routes[policy.Spec.TargetRefs[0].Name] == nil {
 		t.Errorf("the SecurityPolicy targets %+v, not an HTTPRoute of the example", policy.Spec.TargetRefs)
@@ -328,8 +386,23 @@ func TestTraefikExample(t *testing.T) {
 	if !regexp.MustCompile(`^http://extauth\.[a-z0-9-]+\.svc:4180/oauth2/forward-auth$`).MatchString(fa.Address) {
 		t.Errorf("forwardAuth.address %q, want http://extauth.<ns>.svc:4180/oauth2/forward-auth", fa.Address)
 	}
-	if !slices.Equal(fa.AddAuthCookiesToResponse, []string{"_extauth"}) || len(fa.AuthResponseHeaders) == 0 || fa.TrustForwardHeader == nil {
+	if !slices.Equal(fa.AddAuthCookiesToResponse, []string{"_extauth"}) || fa.TrustForwardHeader == nil {
 		t.Errorf("forwardAuth %+v", fa)
+	}
+	// Traefik strips the request's headers that authResponseHeadersRegex
+	// matches before copying the answer's: it must match every identity
+	// header, so that none of a client's own gets through.
+	re, err := regexp.Compile(fa.AuthResponseHeadersRegex)
+	if err != nil || fa.AuthResponseHeadersRegex == "" {
+		t.Fatalf("forwardAuth.authResponseHeadersRegex %q: %v", fa.AuthResponseHeadersRegex, err)
+	}
+	for _, h := range identityHeaders {
+		if !re.MatchString(h) {
+			t.Errorf("authResponseHeadersRegex %q does not match %s", fa.AuthResponseHeadersRegex, h)
+		}
+	}
+	if re.MatchString("Cookie") || re.MatchString("Authorization") {
+		t.Errorf("authResponseHeadersRegex %q matches more than the identity headers", fa.AuthResponseHeadersRegex)
 	}
 	var protected, oauth bool
 	for _, r := range routes {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -462,7 +463,8 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 }
 
 // echoApp is the protected app: a page that shows the identity headers it
-// received; /fail answers the same page with status 500; /api/* answers JSON.
+// received; /fail answers the same page with status 500; /api/* answers JSON,
+// /api/headers with every X-Auth-Request-* header it got.
 func echoApp(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	for name := range r.Header {
@@ -471,6 +473,17 @@ func echoApp(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Strings(names)
+	if r.URL.Path == "/api/headers" {
+		// Every identity header as the app received it, to prove that a
+		// client's own X-Auth-Request-* never gets through.
+		seen := map[string][]string{}
+		for _, name := range names {
+			seen[name] = r.Header.Values(name)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(seen)
+		return
+	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"user":%q}`, r.Header.Get("X-Auth-Request-User"))
