@@ -21,8 +21,9 @@ import (
 
 // redisStack is three extauth replicas behind one nginx (upstream round
 // robin) sharing a real redis-server, against the in-process provider with
-// rotation and reuse detection. Access tokens live 5 s and refreshBefore is
-// 10 s: every check of a session from before the last refresh refreshes.
+// rotation and reuse detection. Access tokens live 5 s; refreshBefore is
+// 10 s, which extauth caps at half the lifetime: a check 2.5 s after the
+// last refresh refreshes.
 func redisStack(t *testing.T, store string, opts ...providertest.Option) (*stack.Stack, *providertest.Provider, *testenv.Redis) {
 	return redisStackTTL(t, store, 5*time.Second, 10*time.Second, opts...)
 }
@@ -203,7 +204,7 @@ func TestEntraSizedSessionInRedis(t *testing.T) {
 	entra := testenv.LoadTokenSet(t, "entra")
 	user := providertest.DefaultUser()
 	user.Groups = testenv.EntraGroups()
-	s, idp, _ := redisStack(t, config.StoreRedis, providertest.WithUser(user))
+	s, idp, _ := redisStackTTL(t, config.StoreRedis, 2*time.Second, 10*time.Second, providertest.WithUser(user))
 	idp.ServeTokens(entra.AccessToken, entra.RefreshToken)
 	cookies := signInHTTP(t, s)
 	if len(cookies) != 1 {
@@ -214,8 +215,9 @@ func TestEntraSizedSessionInRedis(t *testing.T) {
 	if size >= 200 {
 		t.Errorf("cookie %d bytes, want under 200", size)
 	}
-	// The first page load refreshes (the access token is within
-	// refreshBefore); the app behind nginx sees the 40 groups.
+	// Past half the access token's life the next page load refreshes; the
+	// app behind nginx sees the 40 groups.
+	time.Sleep(1100 * time.Millisecond)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL+"/app/groups", nil)
 	req.AddCookie(cookies[0])
 	resp, err := http.DefaultClient.Do(req)
