@@ -217,7 +217,7 @@ func TestEntraSizedSessionInRedis(t *testing.T) {
 	}
 	// Past half the access token's life the next page load refreshes; the
 	// app behind nginx sees the 40 groups.
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL+"/app/groups", nil)
 	req.AddCookie(cookies[0])
 	resp, err := http.DefaultClient.Do(req)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/oauth2"
@@ -155,7 +154,7 @@ func (h *handler) completeSignIn(c *gin.Context) (*session.State, string, *callb
 		ExpiresAt:          now.Add(h.Config.Session.MaxAge.Duration),
 	}
 	id.apply(st)
-	h.setAccessToken(st, tokens, now)
+	setAccessToken(st, tokens)
 	st.SetTokens(h.keptTokens(tokens))
 	return st, flow.ReturnURL, nil
 }
@@ -182,13 +181,8 @@ func (h *handler) userinfoIdentity(ctx context.Context, sub, accessToken string)
 
 // setAccessToken records when the access token expires and how long it
 // was issued for.
-func (h *handler) setAccessToken(st *session.State, tokens *provider.Tokens, now time.Time) {
-	st.AccessExpiry, st.AccessLifetime = tokens.Expiry, 0
-	if !tokens.Expiry.IsZero() {
-		if d := tokens.Expiry.Sub(now).Truncate(time.Second); d > 0 {
-			st.AccessLifetime = d
-		}
-	}
+func setAccessToken(st *session.State, tokens *provider.Tokens) {
+	st.AccessExpiry, st.AccessLifetime = tokens.Expiry, tokens.Lifetime
 }
 
 // keptTokens are the tokens session.storeTokens keeps.

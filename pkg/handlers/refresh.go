@@ -276,7 +276,7 @@ func (h *handler) redeem(ctx context.Context, st *session.State, rt string) (*re
 		kept.IDToken = ""
 	}
 	next.SetTokens(kept)
-	h.setAccessToken(&next, tokens, h.Now())
+	setAccessToken(&next, tokens)
 	return &refreshed{state: &next}, nil
 }
 

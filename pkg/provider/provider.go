@@ -65,6 +65,9 @@ type Tokens struct {
 	// Expiry is the access token's expiry by our clock (expires_in from
 	// now, else the JWT's exp); zero when unknown.
 	Expiry time.Time
+	// Lifetime is how long the access token was issued for: expires_in,
+	// else the JWT's exp - iat; zero when unknown.
+	Lifetime time.Duration
 }
 
 // Endpoints are the discovered (or configured) URLs beyond what go-oidc reads.
@@ -333,31 +336,37 @@ func (p *Provider) tokens(tok *oauth2.Token) *Tokens {
 	}
 	switch {
 	case tok.ExpiresIn > 0:
-		t.Expiry = p.now().Add(time.Duration(tok.ExpiresIn) * time.Second)
+		t.Lifetime = time.Duration(tok.ExpiresIn) * time.Second
+		t.Expiry = p.now().Add(t.Lifetime)
 	default:
-		t.Expiry = jwtExpiry(tok.AccessToken)
+		t.Expiry, t.Lifetime = jwtExpiry(tok.AccessToken)
 	}
 	return t
 }
 
-// jwtExpiry reads exp from a JWT access token without verifying it: it only
-// decides when to refresh, never whether to trust.
-func jwtExpiry(token string) time.Time {
+// jwtExpiry reads exp (and iat) from a JWT access token without verifying
+// it: it only decides when to refresh, never whether to trust.
+func jwtExpiry(token string) (time.Time, time.Duration) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return time.Time{}
+		return time.Time{}, 0
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return time.Time{}
+		return time.Time{}, 0
 	}
 	var claims struct {
 		Exp int64 `json:"exp"`
+		Iat int64 `json:"iat"`
 	}
 	if json.Unmarshal(payload, &claims) != nil || claims.Exp <= 0 {
-		return time.Time{}
+		return time.Time{}, 0
 	}
-	return time.Unix(claims.Exp, 0)
+	var lifetime time.Duration
+	if claims.Iat > 0 && claims.Exp > claims.Iat {
+		lifetime = time.Duration(claims.Exp-claims.Iat) * time.Second
+	}
+	return time.Unix(claims.Exp, 0), lifetime
 }
 
 // VerifyIDToken checks an ID token's signature, issuer, audience (the client
