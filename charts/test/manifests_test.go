@@ -44,6 +44,13 @@ func TestManifestUpToDate(t *testing.T) {
 	}
 }
 
+// targetRef is a policy's target (Gateway API PolicyTargetReference).
+type targetRef struct {
+	Group string `json:"group"`
+	Kind  string `json:"kind"`
+	Name  string `json:"name"`
+}
+
 // Strictly decoded shapes of the CRDs in the examples, with the fields they
 // use, so that a misspelt key fails here rather than in a cluster.
 type (
@@ -51,12 +58,8 @@ type (
 		metav1.TypeMeta `json:",inline"`
 		Metadata        metav1.ObjectMeta `json:"metadata"`
 		Spec            struct {
-			TargetRefs []struct {
-				Group string `json:"group"`
-				Kind  string `json:"kind"`
-				Name  string `json:"name"`
-			} `json:"targetRefs"`
-			ExtAuth struct {
+			TargetRefs []targetRef `json:"targetRefs"`
+			ExtAuth    struct {
 				FailOpen         *bool    `json:"failOpen"`
 				HeadersToExtAuth []string `json:"headersToExtAuth"`
 				HTTP             struct {
@@ -75,12 +78,8 @@ type (
 		metav1.TypeMeta `json:",inline"`
 		Metadata        metav1.ObjectMeta `json:"metadata"`
 		Spec            struct {
-			TargetRefs []struct {
-				Group string `json:"group"`
-				Kind  string `json:"kind"`
-				Name  string `json:"name"`
-			} `json:"targetRefs"`
-			Headers struct {
+			TargetRefs []targetRef `json:"targetRefs"`
+			Headers    struct {
 				EarlyRequestHeaders struct {
 					Remove []string `json:"remove"`
 				} `json:"earlyRequestHeaders"`
