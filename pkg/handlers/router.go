@@ -313,10 +313,20 @@ func (h *handler) errorPage(c *gin.Context, status int, message string) {
 }
 
 func (h *handler) errorPageRetry(c *gin.Context, status int, message, retry string) {
-	c.Header("Cache-Control", "no-store")
-	c.Header("Content-Type", "text/html; charset=utf-8")
-	c.Header("X-Content-Type-Options", "nosniff")
-	c.Status(status)
-	_ = errorTemplate.Execute(c.Writer, struct{ Title, Message, Retry string }{http.StatusText(status), message, retry})
+	writePage(c, status, errorTemplate, struct{ Title, Message, Retry string }{http.StatusText(status), message, retry})
 	c.Abort()
+}
+
+// writePage answers with one of extauth's own pages: never cached, never
+// sniffed, never framed (a hidden frame could click its buttons), and
+// allowed nothing but its inline style and forms posting back here.
+func writePage(c *gin.Context, status int, page *template.Template, data any) {
+	hdr := c.Writer.Header()
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	c.Status(status)
+	_ = page.Execute(c.Writer, data)
 }

@@ -205,8 +205,7 @@ var confirmTemplate = template.Must(template.New("confirm").Parse(`<!doctype htm
 `))
 
 // signOutConfirmPage asks the user to confirm a sign-out that another site
-// asked for, with a one-button form that posts it from this site. It may
-// not be framed (a hidden frame would make the click for the user).
+// asked for, with a one-button form that posts it from this site.
 func (h *handler) signOutConfirmPage(c *gin.Context, rd string) {
 	if rd != "" {
 		var ok bool
@@ -214,14 +213,7 @@ func (h *handler) signOutConfirmPage(c *gin.Context, rd string) {
 			rd = ""
 		}
 	}
-	hdr := c.Writer.Header()
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Type", "text/html; charset=utf-8")
-	hdr.Set("X-Content-Type-Options", "nosniff")
-	hdr.Set("X-Frame-Options", "DENY")
-	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	c.Status(http.StatusOK)
-	_ = confirmTemplate.Execute(c.Writer, struct{ Action, RD string }{h.prefix + "/sign_out", rd})
+	writePage(c, http.StatusOK, confirmTemplate, struct{ Action, RD string }{h.prefix + "/sign_out", rd})
 }
 
 // endSessionURL builds the provider's end_session_endpoint redirect with

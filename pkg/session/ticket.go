@@ -173,9 +173,7 @@ func (s *TicketStore) Delete(ctx context.Context, r *http.Request) error {
 // Clear deletes the request's session from the store (best effort: it
 // expires anyway) and expires its cookies.
 func (s *TicketStore) Clear(w http.ResponseWriter, r *http.Request) {
-	if t, err := s.readTicket(r); err == nil {
-		_ = s.backend.Delete(context.WithoutCancel(r.Context()), s.key(t))
-	}
+	_ = s.Delete(context.WithoutCancel(r.Context()), r)
 	s.cookies.Clear(w, r)
 }
 
