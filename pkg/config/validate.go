@@ -99,6 +99,20 @@ func hasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
+// ParseTrustedProxies parses server.trustedProxies: each a CIDR or a
+// single IP, which becomes a /32 or /128.
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for i, raw := range list {
+		prefix, err := parsePrefix(raw)
+		if err != nil {
+			return nil, fmt.Errorf("server.trustedProxies[%d]: %q is neither a CIDR nor an IP address", i, raw)
+		}
+		out = append(out, prefix)
+	}
+	return out, nil
+}
+
 // parsePrefix accepts a CIDR or a single IP, which becomes a /32 or /128.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if prefix, err := netip.ParsePrefix(s); err == nil {

@@ -88,6 +88,8 @@ type handler struct {
 	redirects *redirect.Validator
 	rules     policy.Rules
 	prefix    string
+	// trusted are server.trustedProxies, parsed.
+	trusted []netip.Prefix
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -107,9 +109,14 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authorization.redirectDomains: %w", err)
 	}
+	trusted, err := config.ParseTrustedProxies(d.Config.Server.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
 	h := &handler{
 		Deps:      d,
 		redirects: v,
+		trusted:   trusted,
 		refreshes: newRefreshGroup(d.Now, d.Config.Session.RefreshReuseWindow.Duration, d.RefreshTimeout),
 		prefix:    d.Config.Server.PathPrefix,
 		rules: policy.Rules{
@@ -244,7 +251,7 @@ func isToken(s string) bool {
 // trustedPeer reports whether the direct peer is in server.trustedProxies,
 // the only peers whose X-Forwarded-* headers are believed.
 func (h *handler) trustedPeer(r *http.Request) bool {
-	prefixes := h.Config.Server.TrustedPrefixes
+	prefixes := h.trusted
 	if len(prefixes) == 0 {
 		return false
 	}
