@@ -33,48 +33,47 @@ const (
 // the logout records (see ended in check.go). 200 with an empty body when
 // accepted (§2.8); 400 invalid_request, changing nothing, when the token is
 // not valid; 503 when we cannot decide now, so that the provider retries.
-func (h *handler) backchannelLogout(c *gin.Context, rl *reqLog) {
-	c.Header("Cache-Control", "no-store") // §2.8
-	status, reason, detail := h.endByLogoutToken(c, rl)
-	rl.reason = reason
+func (h *handler) backchannelLogout(c *gin.Context, rl *reqLog) *outcome {
+	if o := h.endByLogoutToken(c.Writer, c.Request, rl); o != nil {
+		o.result = metrics.BackchannelRejected
+		return o
+	}
+	return &outcome{status: http.StatusOK, result: metrics.BackchannelAccepted}
+}
+
+// logoutRefused is a logout token refused (§2.8): 400 invalid_request
+// with our reason, never the token or a claim value; detail goes to the
+// log line only.
+func logoutRefused(reason, detail string) *outcome {
+	o := badRequest(http.StatusBadRequest, reason, reason)
 	if detail != "" {
-		rl.reason += ": " + detail
+		o.reason += ": " + detail
 	}
-	switch status {
-	case http.StatusOK:
-		rl.result = metrics.BackchannelAccepted
-		h.Metrics.BackchannelLogouts.WithLabelValues(metrics.BackchannelAccepted).Inc()
-		c.Status(http.StatusOK)
-		c.Writer.WriteHeaderNow()
-		return
-	case http.StatusServiceUnavailable:
-		c.JSON(status, gin.H{"error": "temporarily_unavailable"})
-	case http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
-		c.JSON(status, gin.H{"error": "invalid_request", "error_description": reason})
-	default:
-		// §2.8: 400 with an RFC 6749 error. The reason is ours, never the
-		// token or a claim value.
-		c.JSON(status, gin.H{"error": "invalid_request", "error_description": reason})
+	return o
+}
+
+// logoutUnavailable: we cannot decide now; the provider retries.
+func logoutUnavailable(reason, detail string) *outcome {
+	o := &outcome{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", reason: reason}
+	if detail != "" {
+		o.reason += ": " + detail
 	}
-	rl.result = metrics.BackchannelRejected
-	h.Metrics.BackchannelLogouts.WithLabelValues(metrics.BackchannelRejected).Inc()
+	return o
 }
 
 // endByLogoutToken validates the logout token (§2.6) and records the
-// logout. It returns the status and, on failure, a short reason for the
-// answer and the log line, and details for the log line only.
-func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reason, detail string) {
-	r := c.Request
-	if _, ferr := readForm(c, maxLogoutBody); ferr != nil {
-		return ferr.status, ferr.message, ferr.reason
+// logout; nil when it did, else why not.
+func (h *handler) endByLogoutToken(w http.ResponseWriter, r *http.Request, rl *reqLog) *outcome {
+	if _, refusal := readForm(w, r, maxLogoutBody); refusal != nil {
+		return refusal
 	}
 	// The body only: a token in the query string would end up in access logs.
 	raws := r.PostForm["logout_token"]
 	switch {
 	case len(raws) == 0 || raws[0] == "":
-		return http.StatusBadRequest, "missing logout_token", ""
+		return logoutRefused("missing logout_token", "")
 	case len(raws) > 1:
-		return http.StatusBadRequest, "more than one logout_token", ""
+		return logoutRefused("more than one logout_token", "")
 	}
 
 	ctx := r.Context()
@@ -82,39 +81,39 @@ func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reas
 	// refused), iss, aud. exp and iat are checked below with our clock.
 	tok, err := h.Provider.VerifyLogoutToken(ctx, raws[0])
 	if errors.Is(err, provider.ErrNotReady) {
-		return http.StatusServiceUnavailable, "provider not discovered yet", ""
+		return logoutUnavailable("provider not discovered yet", "")
 	}
 	if err != nil {
 		// go-oidc's errors name what failed, never the token itself.
-		return http.StatusBadRequest, "logout token not valid", err.Error()
+		return logoutRefused("logout token not valid", err.Error())
 	}
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
-		return http.StatusBadRequest, "logout token claims unreadable", ""
+		return logoutRefused("logout token claims unreadable", "")
 	}
 
 	now := h.Now()
 	iat, ok := numericDate(claims["iat"])
 	switch {
 	case !ok:
-		return http.StatusBadRequest, "iat missing or not a number", ""
+		return logoutRefused("iat missing or not a number", "")
 	case iat.After(now.Add(iatSkew)):
-		return http.StatusBadRequest, "iat in the future", ""
+		return logoutRefused("iat in the future", "")
 	case iat.Before(now.Add(-iatMaxAge)):
-		return http.StatusBadRequest, "iat too old", ""
+		return logoutRefused("iat too old", "")
 	}
 	// exp is REQUIRED since the 2022 errata but absent from older providers'
 	// tokens: checked when present.
 	if v, present := claims["exp"]; present {
 		exp, ok := numericDate(v)
 		if !ok || !now.Before(exp) {
-			return http.StatusBadRequest, "logout token expired", ""
+			return logoutRefused("logout token expired", "")
 		}
 	}
 	// §2.6 step 5: events holds the back-channel member, a JSON object.
 	events, _ := claims["events"].(map[string]any)
 	if _, ok := events[backchannelEvent].(map[string]any); !ok {
-		return http.StatusBadRequest, "events claim lacks the back-channel logout event", ""
+		return logoutRefused("events claim lacks the back-channel logout event", "")
 	}
 	// §2.6 step 4: sid, sub or both; a malformed one is refused rather
 	// than ignored, lest a bad sid widen the logout to the whole user.
@@ -122,19 +121,19 @@ func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reas
 	sub, subOK := optionalString(claims, "sub")
 	switch {
 	case !sidOK || !subOK:
-		return http.StatusBadRequest, "sid or sub is not a non-empty string", ""
+		return logoutRefused("sid or sub is not a non-empty string", "")
 	case sid == "" && sub == "":
-		return http.StatusBadRequest, "neither sid nor sub", ""
+		return logoutRefused("neither sid nor sub", "")
 	}
 	rl.sub = sub
 	// §2.6 step 6: a nonce marks an ID token, which must never pass as a
 	// logout token.
 	if _, present := claims["nonce"]; present {
-		return http.StatusBadRequest, "nonce present", ""
+		return logoutRefused("nonce present", "")
 	}
 	jti, _ := claims["jti"].(string)
 	if jti == "" {
-		return http.StatusBadRequest, "jti missing", ""
+		return logoutRefused("jti missing", "")
 	}
 	// §2.6 step 7, last of all so that an invalid token never uses up a jti.
 	// A replay would otherwise end sessions signed in since the logout.
@@ -148,12 +147,12 @@ func (h *handler) endByLogoutToken(c *gin.Context, rl *reqLog) (status int, reas
 	}
 	first, err := h.Logouts.EndOnce(ctx, jti, now.Add(jtiTTL), kind, key, now, now.Add(h.Config.Session.MaxAge.Duration))
 	if err != nil {
-		return http.StatusServiceUnavailable, "logout store unavailable", err.Error()
+		return logoutUnavailable("logout store unavailable", err.Error())
 	}
 	if !first {
-		return http.StatusBadRequest, "jti already used", ""
+		return logoutRefused("jti already used", "")
 	}
-	return http.StatusOK, "", ""
+	return nil
 }
 
 // numericDate reads a JWT NumericDate (seconds since the epoch, possibly

@@ -1,138 +1,157 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/refresh"
 	"github.com/extauth/extauth/pkg/session"
 )
-
-// noStore is shared by every answer of the check; net/http only reads it.
-var noStore = []string{"no-store"}
 
 // check is /oauth2/auth, nginx's auth_request: 200 when the session is
 // valid and the policy allows, 401 when there is no valid session, 403 when
 // signed in but not allowed. Nothing else: ingress-nginx turns any other
 // status into a 500, and with auth-keepalive accepts only 200. Never a
 // redirect, never a body.
-func (h *handler) check(c *gin.Context, rl *reqLog) {
-	h.serveCheck(c, rl, metrics.CheckNginx, func() (string, int) {
-		r := c.Request
-		// The original request comes from X-Original-URL and -Method, which
-		// nginx sets itself; X-Forwarded-* from the client pass through nginx
-		// untouched and are never read here. One that is present but broken
-		// fails closed.
-		if raw := r.Header.Get("X-Original-Url"); raw != "" && !validOriginalURL(raw) {
-			rl.reason = "unparsable X-Original-URL"
-			return metrics.AuthUnauthenticated, http.StatusUnauthorized
-		}
-		if m := r.Header.Get("X-Original-Method"); m != "" && !validMethod(m) {
-			rl.reason = "invalid X-Original-Method"
-			return metrics.AuthUnauthenticated, http.StatusUnauthorized
-		}
-		return h.authorize(c, rl, r.URL.RawQuery)
-	})
+func (h *handler) check(c *gin.Context, rl *reqLog) *outcome {
+	r := c.Request
+	// The original request comes from X-Original-URL and -Method, which
+	// nginx sets itself; X-Forwarded-* from the client pass through nginx
+	// untouched and are never read here. One that is present but broken
+	// fails closed.
+	if raw := r.Header.Get("X-Original-Url"); raw != "" && !validOriginalURL(raw) {
+		return unauthenticated("unparsable X-Original-URL")
+	}
+	if m := r.Header.Get("X-Original-Method"); m != "" && !validMethod(m) {
+		return unauthenticated("invalid X-Original-Method")
+	}
+	return h.authorize(c.Writer, r, rl, r.URL.RawQuery)
 }
 
-// serveCheck answers a check of any gateway: it runs decide, writes the
-// status with Cache-Control: no-store and no body, and counts the result.
-// Only a 200 carries identity or token headers: every other answer (401,
-// 403, a sign-in 302, Caddy's 307) goes to the browser as it is, so it
-// keeps Location, Set-Cookie and Cache-Control and nothing else.
-func (h *handler) serveCheck(c *gin.Context, rl *reqLog, endpoint string, decide func() (string, int)) {
-	start := time.Now()
-	defer func() {
-		// A panic is answered (500) and logged by wrap; it is counted here.
-		if v := recover(); v != nil {
-			h.Metrics.ObserveAuth(endpoint, metrics.AuthError, time.Since(start).Seconds())
-			panic(v)
-		}
-	}()
-	result, status := decide()
-	rl.result = result
-	hdr := c.Writer.Header()
-	if status != http.StatusOK {
-		for name := range hdr {
-			if name != "Location" && name != "Set-Cookie" {
-				delete(hdr, name)
-			}
-		}
-	}
-	hdr["Cache-Control"] = noStore
-	c.Status(status)
-	c.Writer.WriteHeaderNow()
-	h.Metrics.ObserveAuth(endpoint, result, time.Since(start).Seconds())
+// The check's answers.
+var allowed = &outcome{status: http.StatusOK, result: metrics.AuthAuthenticated}
+
+func unauthenticated(reason string) *outcome {
+	return &outcome{status: http.StatusUnauthorized, result: metrics.AuthUnauthenticated, reason: reason}
+}
+
+func forbidden(reason string) *outcome {
+	return &outcome{status: http.StatusForbidden, result: metrics.AuthForbidden, reason: reason}
 }
 
 func validMethod(m string) bool { return len(m) <= 32 && isToken(m) }
 
 // authorize is the check core every gateway shares: the session (or a
 // bearer token), logout records, refresh, then the policy, narrowed by the
-// allowed_* parameters in policyQuery. It returns the metric result and
-// 200, 401 or 403.
-func (h *handler) authorize(c *gin.Context, rl *reqLog, policyQuery string) (string, int) {
-	st, err := h.currentSession(c, rl)
-	switch {
-	case err == nil:
-		return h.allow(c, rl, st, policyQuery)
-	case errors.Is(err, session.ErrNoSession) && h.Config.Authorization.BearerTokens:
-		if st = h.bearerSession(c, rl); st != nil {
-			return h.allow(c, rl, st, policyQuery)
-		}
-	case errors.Is(err, session.ErrUnavailable):
-		// 401, never a 5xx storm; the cookie stays for when Redis is back.
-		// Counted as an error: the check could not decide.
-		return metrics.AuthError, http.StatusUnauthorized
+// allowed_* parameters in policyQuery: 200, 401 or 403.
+func (h *handler) authorize(w http.ResponseWriter, r *http.Request, rl *reqLog, policyQuery string) *outcome {
+	st, refusal := h.currentSession(w, r, rl)
+	if refusal == nil {
+		return h.allow(w.Header(), rl, st, policyQuery)
 	}
-	return metrics.AuthUnauthenticated, http.StatusUnauthorized
+	if refusal == errNoCookie && h.Config.Authorization.BearerTokens {
+		if st, reason := h.bearerSession(r); st != nil {
+			return h.allow(w.Header(), rl, st, policyQuery)
+		} else if reason != "" {
+			return unauthenticated(reason)
+		}
+	}
+	return refusal
 }
 
-// errSessionOver: the session loaded but is over (a logout record, an
-// expired access token without a refresh token, a refused refresh).
-var errSessionOver = errors.New("session over")
+// errNoCookie is currentSession's answer to a request without a session.
+var errNoCookie = unauthenticated(sessionErrReason(session.ErrNoSession))
 
 // currentSession is the one answer to "is this browser signed in?", for
 // the check and /oauth2/userinfo alike: the session from the store, not
 // ended by a logout record, its access token refreshed when due (which
-// may set a new cookie). An error means no: the store's (ErrNoSession,
-// ErrUnavailable, ...) or errSessionOver; rl.reason says why, and a
-// session that is over has its cookies cleared.
-func (h *handler) currentSession(c *gin.Context, rl *reqLog) (*session.State, error) {
-	r := c.Request
+// may set a new cookie). Otherwise a 401 outcome that says why (a session
+// that is over has its cookies cleared).
+func (h *handler) currentSession(w http.ResponseWriter, r *http.Request, rl *reqLog) (*session.State, *outcome) {
 	st, err := h.Sessions.Load(r)
-	if err != nil {
-		rl.reason = sessionErrReason(err)
-		if errors.Is(err, session.ErrUnavailable) {
-			h.Log.Warn("session store unavailable", "error", err)
-		}
-		return nil, err
+	switch {
+	case errors.Is(err, session.ErrNoSession):
+		return nil, errNoCookie
+	case errors.Is(err, session.ErrUnavailable):
+		// 401, never a 5xx storm; the cookie stays for when Redis is back.
+		// Counted as an error: the check could not decide.
+		h.Log.Warn("session store unavailable", "error", err)
+		return nil, &outcome{status: http.StatusUnauthorized, result: metrics.AuthError, reason: sessionErrReason(err)}
+	case err != nil:
+		return nil, unauthenticated(sessionErrReason(err))
 	}
 	rl.sub = st.Subject
-	if h.ended(c, st) {
-		rl.reason = "session ended by logout"
-		h.Sessions.Clear(c.Writer, r)
-		return nil, errSessionOver
+	if h.ended(r.Context(), st) {
+		h.Sessions.Clear(w, r)
+		return nil, unauthenticated("session ended by logout")
 	}
-	if h.needsRefresh(st, h.Now()) {
-		if st = h.refreshSession(c, rl, st); st == nil {
-			return nil, errSessionOver
+	res, err := h.refresher.Refresh(r.Context(), st)
+	if err == nil && res.Status == refresh.NotDue {
+		return st, nil
+	}
+	return h.refreshed(w, r, rl, st, res, err)
+}
+
+// refreshed answers a refresh: the one place its outcomes become cookies,
+// metrics and log reasons.
+func (h *handler) refreshed(w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
+	var over *refresh.SessionOver
+	var down *refresh.ProviderDown
+	var unstored *refresh.StoreFailed
+	switch {
+	case errors.As(err, &over):
+		if over.Rejected {
+			h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshInvalidGrant).Inc()
+			h.Log.Info("refresh rejected; session over", "sub", st.Subject, "error", over.Err)
 		}
+		h.Sessions.Clear(w, r)
+		return nil, unauthenticated(over.Reason)
+	case errors.As(err, &down):
+		// The provider is down, slow or broken: the session passes for
+		// refreshGrace past the access token's expiry; a later check tries again.
+		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshIdPUnavailable).Inc()
+		h.Log.Warn("refresh failed; provider unavailable", "sub", st.Subject, "error", down.Err)
+		if !down.InGrace {
+			return nil, unauthenticated("refresh failed, grace over")
+		}
+		rl.reason = "refresh failed, within grace"
+		return res.State, nil
+	case errors.As(err, &unstored):
+		// This check passes on the new tokens; a later one stores them.
+		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshStoreError).Inc()
+		h.Log.Error("refreshed session could not be stored; the next check retries", "sub", st.Subject, "error", unstored.Err)
+		rl.reason = "refreshed, but the session could not be stored"
+		return res.State, nil
+	case err != nil:
+		return nil, unauthenticated("refresh: " + err.Error())
 	}
-	return st, nil
+	result := metrics.RefreshSuccess
+	if res.Status == refresh.Shared {
+		result = metrics.RefreshShared
+	}
+	h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
+	if res.CookieBytes > 0 {
+		h.Metrics.SessionCookieBytes.Observe(float64(res.CookieBytes))
+	}
+	if res.Sealed != nil {
+		h.Sessions.WriteSealed(w, r, res.Sealed)
+	}
+	rl.reason = "refreshed (" + result + ")"
+	rl.newCookie = res.NewCookie
+	return res.State, nil
 }
 
 // ended reports whether a logout record covers the session: its provider
 // session (sid), its user (sub), or the session itself (a sign-out here).
-func (h *handler) ended(c *gin.Context, st *session.State) bool {
-	ctx := c.Request.Context()
+func (h *handler) ended(ctx context.Context, st *session.State) bool {
 	for _, k := range [...]struct {
 		kind logout.Kind
 		key  string
@@ -152,27 +171,45 @@ func (h *handler) ended(c *gin.Context, st *session.State) bool {
 }
 
 // allow applies the policy to a valid session and sets the identity headers.
-func (h *handler) allow(c *gin.Context, rl *reqLog, st *session.State, policyQuery string) (string, int) {
+func (h *handler) allow(hdr http.Header, rl *reqLog, st *session.State, policyQuery string) *outcome {
 	rl.sub = st.Subject
 	id := policy.Identity{Email: st.Email, Groups: st.Groups}
 	if ok, reason := h.rules.Decide(id); !ok {
-		rl.reason = string(reason)
-		return metrics.AuthForbidden, http.StatusForbidden
+		return forbidden(string(reason))
 	}
 	if policyQuery != "" {
 		rules, err := policy.ParseQuery(policyQuery)
 		if err != nil {
 			// A broken annotation must not open the door: deny.
-			rl.reason = "malformed allowed_* query"
-			return metrics.AuthForbidden, http.StatusForbidden
+			return forbidden("malformed allowed_* query")
 		}
 		if ok, reason := rules.DecideQuery(id); !ok {
-			rl.reason = string(reason) + " (query)"
-			return metrics.AuthForbidden, http.StatusForbidden
+			return forbidden(string(reason) + " (query)")
 		}
 	}
-	h.identityHeaders(c.Writer.Header(), st)
-	return metrics.AuthAuthenticated, http.StatusOK
+	h.identityHeaders(hdr, st)
+	return allowed
+}
+
+// bearerSession checks Authorization: Bearer <JWT> when bearer tokens are
+// on: a token signed by the provider, with the accepted issuer, expiry and
+// audience, stands in for a session for this one check. A token that is
+// refused comes with the reason.
+func (h *handler) bearerSession(r *http.Request) (*session.State, string) {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" || strings.Count(raw, ".") != 2 {
+		return nil, ""
+	}
+	tok, err := h.Provider.VerifyBearer(r.Context(), raw)
+	if err != nil {
+		h.Log.Debug("bearer token rejected", "error", err)
+		return nil, "bearer token rejected"
+	}
+	st, err := h.identity.Bearer(tok)
+	if err != nil {
+		return nil, "bearer token claims unreadable"
+	}
+	return st, ""
 }
 
 // identityHeaders sets the identity headers the gateway copies upstream.

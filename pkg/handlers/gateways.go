@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
-
-	"github.com/extauth/extauth/pkg/metrics"
 )
 
 // originalRequest is the request a gateway asks about.
@@ -24,22 +22,18 @@ func (o originalRequest) url() string { return o.scheme + "://" + o.host + o.uri
 // Signed in: 200 with the identity headers. Not signed in: a browser
 // navigation gets a 302 straight to the provider (these gateways pass any
 // non-2xx answer to the client as is), anything else 401. Forbidden: 403.
-func (h *handler) forwardAuth(c *gin.Context, rl *reqLog) {
-	h.serveCheck(c, rl, metrics.CheckForwardAuth, func() (string, int) {
-		r := c.Request
-		if !h.trustedPeer(r) {
-			// Anyone who reaches us directly could claim any original request.
-			rl.reason = "X-Forwarded-* from a peer not in server.trustedProxies"
-			h.Log.Warn("forward-auth request from an untrusted peer; answering 401", "peer", r.RemoteAddr)
-			return metrics.AuthUnauthenticated, http.StatusUnauthorized
-		}
-		orig, reason := forwardedRequest(r.Header)
-		if reason != "" {
-			rl.reason = reason
-			return metrics.AuthUnauthenticated, http.StatusUnauthorized
-		}
-		return h.gatewayCheck(c, rl, orig, r.URL.RawQuery)
-	})
+func (h *handler) forwardAuth(c *gin.Context, rl *reqLog) *outcome {
+	r := c.Request
+	if !h.trustedPeer(r) {
+		// Anyone who reaches us directly could claim any original request.
+		h.Log.Warn("forward-auth request from an untrusted peer; answering 401", "peer", r.RemoteAddr)
+		return unauthenticated("X-Forwarded-* from a peer not in server.trustedProxies")
+	}
+	orig, reason := forwardedRequest(r.Header)
+	if reason != "" {
+		return unauthenticated(reason)
+	}
+	return h.gatewayCheck(c.Writer, r, rl, orig, r.URL.RawQuery)
 }
 
 // extAuthz is /oauth2/ext-authz/*, Envoy's ext_authz HTTP service (and
@@ -47,45 +41,41 @@ func (h *handler) forwardAuth(c *gin.Context, rl *reqLog) {
 // client's method and Host, and its path is the original path (and query)
 // after the prefix. Answers as forwardAuth's. The original query belongs to
 // the app, so allowed_* rules do not apply here.
-func (h *handler) extAuthz(c *gin.Context, rl *reqLog) {
-	h.serveCheck(c, rl, metrics.CheckExtAuthz, func() (string, int) {
-		r := c.Request
-		path := strings.TrimPrefix(r.URL.EscapedPath(), h.prefix+"/ext-authz")
-		orig := originalRequest{method: r.Method, scheme: "https", host: r.Host, uri: path}
-		if orig.uri == "" {
-			orig.uri = "/"
-		}
-		if r.URL.RawQuery != "" {
-			orig.uri += "?" + r.URL.RawQuery
-		}
-		// Envoy sends no scheme; the gateway terminates TLS unless a trusted
-		// peer says otherwise.
-		if h.trustedPeer(r) && r.Header.Get("X-Forwarded-Proto") == "http" {
-			orig.scheme = "http"
-		}
-		if reason := orig.invalid(); reason != "" {
-			rl.reason = reason
-			return metrics.AuthUnauthenticated, http.StatusUnauthorized
-		}
-		return h.gatewayCheck(c, rl, orig, "")
-	})
+func (h *handler) extAuthz(c *gin.Context, rl *reqLog) *outcome {
+	r := c.Request
+	path := strings.TrimPrefix(r.URL.EscapedPath(), h.prefix+"/ext-authz")
+	orig := originalRequest{method: r.Method, scheme: "https", host: r.Host, uri: path}
+	if orig.uri == "" {
+		orig.uri = "/"
+	}
+	if r.URL.RawQuery != "" {
+		orig.uri += "?" + r.URL.RawQuery
+	}
+	// Envoy sends no scheme; the gateway terminates TLS unless a trusted
+	// peer says otherwise.
+	if h.trustedPeer(r) && r.Header.Get("X-Forwarded-Proto") == "http" {
+		orig.scheme = "http"
+	}
+	if reason := orig.invalid(); reason != "" {
+		return unauthenticated(reason)
+	}
+	return h.gatewayCheck(c.Writer, r, rl, orig, "")
 }
 
 // gatewayCheck is the check core plus what gateways other than nginx need:
 // the sign-in redirect for browsers.
-func (h *handler) gatewayCheck(c *gin.Context, rl *reqLog, orig originalRequest, policyQuery string) (string, int) {
-	result, status := h.authorize(c, rl, policyQuery)
-	if status == http.StatusOK && rl.newCookie && refreshByRedirect(policyQuery) {
+func (h *handler) gatewayCheck(w http.ResponseWriter, r *http.Request, rl *reqLog, orig originalRequest, policyQuery string) *outcome {
+	o := h.authorize(w, r, rl, policyQuery)
+	if o.status == http.StatusOK && rl.newCookie && refreshByRedirect(policyQuery) {
 		// Caddy's forward_auth drops the headers of a 2xx answer on the way
 		// to the browser: bring the new cookie there in a 307 back to the
 		// same URL (same method and body), which the browser follows.
 		if target, ok := h.redirects.Sanitize(orig.url(), orig.host); ok {
-			c.Header("Location", target)
-			return result, http.StatusTemporaryRedirect
+			return redirectTo(http.StatusTemporaryRedirect, target, o.result)
 		}
 	}
-	if status != http.StatusUnauthorized || !browserNavigation(c.Request, orig.method) || !h.Provider.Ready() {
-		return result, status
+	if o.status != http.StatusUnauthorized || !browserNavigation(r, orig.method) || !h.Provider.Ready() {
+		return o
 	}
 	// The return URL passes the same rules as /oauth2/start's rd.
 	returnURL, ok := h.redirects.Sanitize(orig.url(), orig.host)
@@ -93,13 +83,12 @@ func (h *handler) gatewayCheck(c *gin.Context, rl *reqLog, orig originalRequest,
 	if redirectURL == "" {
 		redirectURL = orig.scheme + "://" + orig.host + h.prefix + "/callback"
 	}
-	authURL, err := h.beginSignIn(c, rl, returnURL, ok, redirectURL)
-	if err != nil {
+	authURL, _, refusal := h.beginSignIn(w, r, returnURL, ok, redirectURL)
+	if refusal != nil {
 		// No sign-in this time: the 401 still fails closed.
-		return result, http.StatusUnauthorized
+		return &outcome{status: http.StatusUnauthorized, result: o.result, reason: o.reason + "; sign-in: " + refusal.reason}
 	}
-	c.Header("Location", authURL)
-	return result, http.StatusFound
+	return &outcome{status: http.StatusFound, location: authURL, result: o.result, reason: o.reason}
 }
 
 // refreshByRedirect reads refresh=redirect from the check URL's query.

@@ -27,6 +27,7 @@ import (
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/provider/providertest"
+	"github.com/extauth/extauth/pkg/refresh"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -338,7 +339,7 @@ func TestRefreshKeptWhenRedisRefusesTheWrite(t *testing.T) {
 
 	// Redis refuses every attempt of the check.
 	e.clock.Advance(time.Hour)
-	backend.failNext(storeAttempts)
+	backend.failNext(refresh.StoreAttempts)
 	if rec := e.check(ticket, "", nil); rec.Code != http.StatusOK {
 		t.Fatalf("check with Redis refusing: %d\n%s", rec.Code, e.logs.String())
 	}

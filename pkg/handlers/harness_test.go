@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -327,4 +328,11 @@ func (b *memoryBackend) failNext(n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failSets = n
+}
+
+// TestMain runs gin in test mode: without it gin prints every route it
+// mounts (the service sets release mode in server.New).
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.TestMode)
+	os.Exit(m.Run())
 }

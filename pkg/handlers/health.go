@@ -9,9 +9,16 @@ import (
 )
 
 // healthz is liveness: 200 while the process serves, whatever the provider does.
-func (h *handler) healthz(c *gin.Context, rl *reqLog) {
-	c.Header("Cache-Control", "no-store")
-	c.String(http.StatusOK, "ok\n")
+func (h *handler) healthz(*gin.Context, *reqLog) *outcome {
+	return plainText(http.StatusOK, "ok\n", "")
+}
+
+// plainText is a probe's answer.
+func plainText(status int, body, reason string) *outcome {
+	return &outcome{status: status, reason: reason, render: func(c *gin.Context) {
+		c.Header("Cache-Control", "no-store")
+		c.String(status, body)
+	}}
 }
 
 // redisPingTimeout bounds /readyz's look at Redis.
@@ -23,9 +30,8 @@ const redisPingTimeout = 250 * time.Millisecond
 // shares the one Redis, and taking them all out of the Service would turn
 // each check into a 5xx at the ingress, where a check without Redis still
 // answers from the cookie (or 401s, for Redis-kept sessions).
-func (h *handler) readyz(c *gin.Context, rl *reqLog) {
-	c.Header("Cache-Control", "no-store")
-	redis := ""
+func (h *handler) readyz(c *gin.Context, _ *reqLog) *outcome {
+	redis, reason := "", ""
 	if h.Redis != nil {
 		redis = "redis: ok\n"
 		// Well within a probe's timeout (1 s by default): a Redis that
@@ -34,16 +40,14 @@ func (h *handler) readyz(c *gin.Context, rl *reqLog) {
 		defer cancel()
 		if err := h.Redis.Ping(ctx); err != nil {
 			redis = "redis: unavailable\n"
-			rl.reason = "redis unavailable: " + err.Error()
+			reason = "redis unavailable: " + err.Error()
 		}
 	}
-	if !h.Provider.Ready() {
-		c.String(http.StatusServiceUnavailable, "provider: discovery pending\n"+redis)
-		return
+	switch {
+	case !h.Provider.Ready():
+		return plainText(http.StatusServiceUnavailable, "provider: discovery pending\n"+redis, reason)
+	case redis == "":
+		return plainText(http.StatusOK, "ok\n", reason)
 	}
-	if redis == "" {
-		c.String(http.StatusOK, "ok\n")
-		return
-	}
-	c.String(http.StatusOK, "provider: ok\n"+redis)
+	return plainText(http.StatusOK, "provider: ok\n"+redis, reason)
 }

@@ -15,36 +15,34 @@ import (
 
 // start is /oauth2/start: it binds a new sign-in to this browser with the
 // flow cookie and sends the browser to the provider.
-func (h *handler) start(c *gin.Context, rl *reqLog) {
+func (h *handler) start(c *gin.Context, _ *reqLog) *outcome {
 	if !h.Provider.Ready() {
-		rl.reason = "provider not ready"
-		h.errorPage(c, http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment.")
-		return
+		return providerNotReady
 	}
 	returnURL, ok := h.returnURL(c.Request)
-	authURL, err := h.beginSignIn(c, rl, returnURL, ok, h.redirectURL(c.Request))
-	if err != nil {
-		status, message := http.StatusInternalServerError, "Could not start the sign-in."
-		if errors.Is(err, provider.ErrNotReady) {
-			status, message = http.StatusServiceUnavailable, "The sign-in provider is not reachable yet. Try again in a moment."
-		}
-		h.errorPage(c, status, message)
-		return
+	authURL, result, refusal := h.beginSignIn(c.Writer, c.Request, returnURL, ok, h.redirectURL(c.Request))
+	if refusal != nil {
+		return refusal
 	}
-	c.Header("Cache-Control", "no-store")
-	c.Redirect(http.StatusFound, authURL)
+	o := redirectTo(http.StatusFound, authURL, result)
+	if !ok {
+		o.reason = "return URL rejected, using /"
+	}
+	return o
 }
+
+var providerNotReady = &outcome{status: http.StatusServiceUnavailable, reason: "provider not ready",
+	message: "The sign-in provider is not reachable yet. Try again in a moment."}
 
 // beginSignIn starts a sign-in: a new flow (state, nonce, PKCE verifier,
 // return URL) bound to this browser by the flow cookie it sets, and the
 // provider's authorization URL to send the browser to. returnOK says
 // whether the return URL passed the rules (else it is "/" already); it is
-// counted. On error rl.reason says what failed and nothing is set.
-func (h *handler) beginSignIn(c *gin.Context, rl *reqLog, returnURL string, returnOK bool, redirectURL string) (string, error) {
-	result := metrics.SigninRedirected
+// counted, and result is the count's label. On failure nothing is set.
+func (h *handler) beginSignIn(w http.ResponseWriter, r *http.Request, returnURL string, returnOK bool, redirectURL string) (authURL, result string, refusal *outcome) {
+	result = metrics.SigninRedirected
 	if !returnOK {
 		result = metrics.SigninInvalidRedirect
-		rl.reason = "return URL rejected, using /"
 	}
 	flow := session.Flow{ReturnURL: returnURL, RedirectURL: redirectURL, Expires: h.Now().Add(session.FlowTTL)}
 	var err error
@@ -55,23 +53,19 @@ func (h *handler) beginSignIn(c *gin.Context, rl *reqLog, returnURL string, retu
 		}
 	}
 	if err != nil {
-		rl.reason = "random source failed"
-		return "", err
+		return "", "", &outcome{status: http.StatusInternalServerError, reason: "random source failed", message: "Could not start the sign-in."}
 	}
-	authURL, err := h.Provider.AuthCodeURL(redirectURL, flow.State, flow.Nonce, flow.Verifier)
-	if err != nil {
-		rl.reason = "provider not ready"
-		return "", err
+	authURL, err = h.Provider.AuthCodeURL(redirectURL, flow.State, flow.Nonce, flow.Verifier)
+	if errors.Is(err, provider.ErrNotReady) {
+		return "", "", providerNotReady
+	} else if err != nil {
+		return "", "", &outcome{status: http.StatusInternalServerError, reason: "authorization URL: " + err.Error(), message: "Could not start the sign-in."}
 	}
-	if err := h.Flows.Add(c.Writer, h.Flows.Load(c.Request), flow); err != nil {
-		rl.reason = "flow cookie: " + err.Error()
-		return "", err
-	}
-	if rl.result == "" {
-		rl.result = result
+	if err := h.Flows.Add(w, h.Flows.Load(r), flow); err != nil {
+		return "", "", &outcome{status: http.StatusInternalServerError, reason: "flow cookie: " + err.Error(), message: "Could not start the sign-in."}
 	}
 	h.Metrics.Signins.WithLabelValues(result).Inc()
-	return authURL, nil
+	return authURL, result, nil
 }
 
 // returnURL is rd, else X-Auth-Request-Redirect (ingress-nginx sends it),

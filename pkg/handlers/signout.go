@@ -25,49 +25,47 @@ import (
 // cookie, and ends the provider's session (OpenID Connect RP-Initiated
 // Logout) or returns to a valid rd. A revocation failure is logged and
 // counted and never stops the sign-out.
-func (h *handler) signOut(c *gin.Context, rl *reqLog) {
+func (h *handler) signOut(c *gin.Context, rl *reqLog) *outcome {
 	r := c.Request
-	form, ferr := readForm(c, maxSignOutBody)
-	if ferr != nil {
-		rl.reason = ferr.reason
-		h.errorPage(c, ferr.status, ferr.message)
-		return
+	form, refusal := readForm(c.Writer, r, maxSignOutBody)
+	if refusal != nil {
+		return refusal
 	}
 	if why := h.crossSite(r); why != "" {
 		// Another site must not end the session (and the provider's) with a
 		// link or a form: a cross-site GET gets a page asking to confirm, a
 		// cross-site POST is refused. Same-site links keep working.
 		if r.Method == http.MethodGet {
-			rl.result, rl.reason = "confirm", why+": asked to confirm"
-			h.signOutConfirmPage(c, form.Get("rd"))
-			return
+			return h.signOutConfirmation(r, form.Get("rd"), why+": asked to confirm")
 		}
-		rl.reason = why + ": refused"
-		h.errorPage(c, http.StatusForbidden, "Sign-out was requested by another site. Use the sign-out button of this site.")
-		return
+		return &outcome{status: http.StatusForbidden, reason: why + ": refused",
+			message: "Sign-out was requested by another site. Use the sign-out button of this site."}
 	}
 	h.Metrics.SignOuts.Inc()
+	reason := ""
 	st, err := h.Sessions.Load(r)
 	switch {
 	case err != nil:
-		rl.reason = "no valid session: " + sessionErrReason(err)
-	case h.ended(c, st):
-		rl.sub, rl.reason = st.Subject, "session already ended"
+		reason = "no valid session: " + sessionErrReason(err)
+	case h.ended(r.Context(), st):
+		rl.sub, reason = st.Subject, "session already ended"
 	default:
 		rl.sub = st.Subject
-		h.revokeTokens(r.Context(), st.Tokens(), rl)
+		if h.revokeTokens(r.Context(), st.Tokens()) {
+			reason = "revocation failed"
+		}
 		h.endSession(r, st)
 	}
 	h.Sessions.Clear(c.Writer, r)
-	c.Header("Cache-Control", "no-store")
 
 	returnURL, rdGiven := h.signOutReturnURL(r, form.Get("rd"))
 	target := returnURL
 	if end, ok := h.endSessionURL(r, st, returnURL, rdGiven); ok {
 		target = end
 	}
-	rl.result = "signed_out"
-	c.Redirect(http.StatusFound, target)
+	o := redirectTo(http.StatusFound, target, "signed_out")
+	o.reason = reason
+	return o
 }
 
 // sessionDeleter is a store that keeps sessions server-side: deleting one
@@ -96,8 +94,9 @@ func (h *handler) endSession(r *http.Request, st *session.State) {
 }
 
 // revokeTokens revokes the refresh token first (revoking it usually
-// revokes its access tokens too), then the access token.
-func (h *handler) revokeTokens(ctx context.Context, tokens session.Tokens, rl *reqLog) {
+// revokes its access tokens too), then the access token; failed says one
+// of them failed.
+func (h *handler) revokeTokens(ctx context.Context, tokens session.Tokens) (failed bool) {
 	// The browser may leave; the provider should still hear of it.
 	ctx = context.WithoutCancel(ctx)
 	for _, t := range []struct{ token, hint string }{
@@ -115,11 +114,12 @@ func (h *handler) revokeTokens(ctx context.Context, tokens session.Tokens, rl *r
 			result = metrics.RevocationUnsupported
 		default:
 			result = metrics.RevocationFailure
-			rl.reason = "revocation failed"
+			failed = true
 			h.Log.Warn("token revocation failed; signing out anyway", "token_type", t.hint, "error", err)
 		}
 		h.Metrics.TokenRevocations.WithLabelValues(t.hint, result).Inc()
 	}
+	return failed
 }
 
 // signOutReturnURL is a valid rd, or "/" when rd is absent or invalid.
@@ -135,35 +135,34 @@ func (h *handler) signOutReturnURL(r *http.Request, raw string) (string, bool) {
 // maxSignOutBody bounds a sign-out form: it holds rd at most.
 const maxSignOutBody = 8 << 10
 
-// formError is a request body refused before it is read in full.
-type formError struct {
-	status          int
-	message, reason string
-}
-
 // readForm returns the query parameters and, for a POST, the
 // url-encoded body, read through a limit of max bytes. Multipart (which
 // net/http would buffer up to 32 MiB, then spill to files) and other body
 // types are refused with 415, a larger body with 413.
-func readForm(c *gin.Context, max int64) (url.Values, *formError) {
-	r := c.Request
+func readForm(w http.ResponseWriter, r *http.Request, max int64) (url.Values, *outcome) {
 	if r.Method == http.MethodPost && r.ContentLength != 0 {
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if mt != "application/x-www-form-urlencoded" {
-			return nil, &formError{http.StatusUnsupportedMediaType,
-				"The request body must be application/x-www-form-urlencoded.", "body type " + bounded(mt, 64) + " refused"}
+			return nil, badRequest(http.StatusUnsupportedMediaType,
+				"The request body must be application/x-www-form-urlencoded.", "body type "+bounded(mt, 64)+" refused")
 		}
 	}
-	r.Body = http.MaxBytesReader(c.Writer, r.Body, max)
+	r.Body = http.MaxBytesReader(w, r.Body, max)
 	if err := r.ParseForm(); err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, &formError{http.StatusRequestEntityTooLarge,
-				fmt.Sprintf("The request body is larger than %d bytes.", max), "body over " + strconv.FormatInt(max, 10) + " bytes"}
+			return nil, badRequest(http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("The request body is larger than %d bytes.", max), "body over "+strconv.FormatInt(max, 10)+" bytes")
 		}
-		return nil, &formError{http.StatusBadRequest, "The request is not a valid form.", "unparsable form"}
+		return nil, badRequest(http.StatusBadRequest, "The request is not a valid form.", "unparsable form")
 	}
 	return r.Form, nil
+}
+
+// badRequest is a request refused as malformed: an error page for a
+// browser, an invalid_request for a program.
+func badRequest(status int, message, reason string) *outcome {
+	return &outcome{status: status, code: "invalid_request", message: message, reason: reason}
 }
 
 // bounded cuts a client's value for a log line.
@@ -204,16 +203,19 @@ var confirmTemplate = template.Must(template.New("confirm").Parse(`<!doctype htm
 </body></html>
 `))
 
-// signOutConfirmPage asks the user to confirm a sign-out that another site
-// asked for, with a one-button form that posts it from this site.
-func (h *handler) signOutConfirmPage(c *gin.Context, rd string) {
+// signOutConfirmation asks the user to confirm a sign-out that another
+// site asked for, with a one-button form that posts it from this site.
+func (h *handler) signOutConfirmation(r *http.Request, rd, reason string) *outcome {
 	if rd != "" {
 		var ok bool
-		if rd, ok = h.redirects.Sanitize(rd, h.requestHost(c.Request)); !ok {
+		if rd, ok = h.redirects.Sanitize(rd, h.requestHost(r)); !ok {
 			rd = ""
 		}
 	}
-	writePage(c, http.StatusOK, confirmTemplate, struct{ Action, RD string }{h.prefix + "/sign_out", rd})
+	data := struct{ Action, RD string }{h.prefix + "/sign_out", rd}
+	return &outcome{status: http.StatusOK, result: "confirm", reason: reason, render: func(c *gin.Context) {
+		writePage(c, http.StatusOK, confirmTemplate, data)
+	}}
 }
 
 // endSessionURL builds the provider's end_session_endpoint redirect with

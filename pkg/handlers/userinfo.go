@@ -15,17 +15,19 @@ type userinfoResponse struct {
 }
 
 // userinfo is /oauth2/userinfo: the session's identity as JSON, or 401.
-func (h *handler) userinfo(c *gin.Context, rl *reqLog) {
-	c.Header("Cache-Control", "no-store")
+func (h *handler) userinfo(c *gin.Context, rl *reqLog) *outcome {
 	// The check's own path: a session the check refuses is refused here.
-	st, err := h.currentSession(c, rl)
-	if err != nil {
-		c.JSON(http.StatusUnauthorized, gin.H{"error": "unauthenticated"})
-		return
+	st, refusal := h.currentSession(c.Writer, c.Request, rl)
+	if refusal != nil {
+		return &outcome{status: http.StatusUnauthorized, code: "unauthenticated", reason: refusal.reason}
 	}
 	groups := st.Groups
 	if groups == nil {
 		groups = []string{}
 	}
-	c.JSON(http.StatusOK, userinfoResponse{User: st.User, Email: st.Email, PreferredUsername: st.PreferredUsername, Groups: groups})
+	body := userinfoResponse{User: st.User, Email: st.Email, PreferredUsername: st.PreferredUsername, Groups: groups}
+	return &outcome{status: http.StatusOK, render: func(c *gin.Context) {
+		c.Header("Cache-Control", "no-store")
+		c.JSON(http.StatusOK, body)
+	}}
 }

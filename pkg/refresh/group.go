@@ -1,6 +1,9 @@
-// Package refresh makes sure one refresh token is redeemed once.
+// Package refresh keeps a session alive across its access token's expiry:
+// the Refresher decides when a session needs a refresh, redeems its
+// refresh token at the provider once, re-verifies the ID token that comes
+// back, builds the next session (package identity) and stores it.
 //
-// Browsers fire many requests at once, each with the cookie as it was when
+// One refresh token is redeemed once. Browsers fire many requests at once, each with the cookie as it was when
 // it left. When the access token expires, every one of those checks wants a
 // refresh; a provider that rotates refresh tokens accepts the first
 // redemption only, and reuse-detecting providers (Okta, Auth0, Keycloak)
@@ -20,27 +23,11 @@ import (
 	"time"
 )
 
-// ErrUnavailable is returned by a coordinator shared among replicas
-// (Redis) that could not be reached before the refresh ran: the caller
-// refreshes on its own, within this process's Group.
-var ErrUnavailable = errors.New("refresh: coordinator unavailable")
-
 // Key identifies a refresh token without keeping it: its SHA-256.
 type Key [sha256.Size]byte
 
 // KeyOf hashes a refresh token.
 func KeyOf(refreshToken string) Key { return sha256.Sum256([]byte(refreshToken)) }
-
-// Outcome says how a caller got its result.
-type Outcome int
-
-const (
-	// Redeemed: this caller ran the refresh.
-	Redeemed Outcome = iota
-	// Shared: another caller's refresh, in flight or finished within the
-	// reuse window, answered this one.
-	Shared
-)
 
 // Group runs refreshes of type T. The zero value is not usable: use New.
 type Group[T any] struct {
@@ -89,13 +76,15 @@ type Reusable interface{ Reusable() bool }
 // reuse window, the one in flight, or a new one run by fn. fn gets a
 // context that outlives ctx (other checks may be waiting on it), bounded by
 // the group's timeout. A caller whose ctx ends stops waiting with ctx's error.
-func (g *Group[T]) Do(ctx context.Context, key Key, fn func(context.Context) (T, error)) (T, Outcome, error) {
+// shared says another caller's refresh, in flight or finished within the
+// reuse window, answered this one.
+func (g *Group[T]) Do(ctx context.Context, key Key, fn func(context.Context) (T, error)) (v T, shared bool, err error) {
 	g.mu.Lock()
 	if el, ok := g.done[key]; ok {
 		e := el.Value.(*entry[T])
 		if g.now().Before(e.expires) {
 			g.mu.Unlock()
-			return e.val, Shared, e.err
+			return e.val, true, e.err
 		}
 		g.removeLocked(el)
 	}
@@ -103,10 +92,10 @@ func (g *Group[T]) Do(ctx context.Context, key Key, fn func(context.Context) (T,
 		g.mu.Unlock()
 		select {
 		case <-f.wait:
-			return f.val, Shared, f.err
+			return f.val, true, f.err
 		case <-ctx.Done():
 			var zero T
-			return zero, Shared, ctx.Err()
+			return zero, true, ctx.Err()
 		}
 	}
 	f := &flight[T]{wait: make(chan struct{})}
@@ -129,7 +118,7 @@ func (g *Group[T]) Do(ctx context.Context, key Key, fn func(context.Context) (T,
 	var r Reusable
 	keep := f.err == nil || (errors.As(f.err, &r) && r.Reusable())
 	g.finish(key, f, keep)
-	return f.val, Redeemed, f.err
+	return f.val, false, f.err
 }
 
 // finish publishes a flight's result and, when keep, stores it for the window.

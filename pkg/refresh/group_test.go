@@ -34,21 +34,21 @@ func TestConcurrentCallersShareOneRefresh(t *testing.T) {
 	}
 	const n = 50
 	var wg sync.WaitGroup
-	var redeemed, shared atomic.Int32
+	var redeemed, sharedN atomic.Int32
 	started := make(chan struct{}, n)
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			started <- struct{}{}
-			v, outcome, err := g.Do(t.Context(), KeyOf("rt-1"), fn)
+			v, shared, err := g.Do(t.Context(), KeyOf("rt-1"), fn)
 			if err != nil || v != "new-tokens" {
 				t.Errorf("got %q, %v", v, err)
 			}
-			if outcome == Redeemed {
+			if !shared {
 				redeemed.Add(1)
 			} else {
-				shared.Add(1)
+				sharedN.Add(1)
 			}
 		}()
 	}
@@ -68,23 +68,23 @@ func TestConcurrentCallersShareOneRefresh(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	close(release)
 	wg.Wait()
-	if calls.Load() != 1 || redeemed.Load() != 1 || shared.Load() != n-1 {
-		t.Errorf("calls %d, redeemed %d, shared %d", calls.Load(), redeemed.Load(), shared.Load())
+	if calls.Load() != 1 || redeemed.Load() != 1 || sharedN.Load() != n-1 {
+		t.Errorf("calls %d, redeemed %d, shared %d", calls.Load(), redeemed.Load(), sharedN.Load())
 	}
 
 	// 5 s later the old token still gets the result, without a second call.
 	clk.Advance(5 * time.Second)
-	v, outcome, err := g.Do(t.Context(), KeyOf("rt-1"), fn)
-	if v != "new-tokens" || outcome != Shared || err != nil || calls.Load() != 1 {
-		t.Errorf("within the window: %q %v %v, calls %d", v, outcome, err, calls.Load())
+	v, shared, err := g.Do(t.Context(), KeyOf("rt-1"), fn)
+	if v != "new-tokens" || !shared || err != nil || calls.Load() != 1 {
+		t.Errorf("within the window: %q %v %v, calls %d", v, shared, err, calls.Load())
 	}
 	// After the window the old token is redeemed again (the provider decides).
 	clk.Advance(30 * time.Second)
 	close2 := make(chan struct{})
 	close(close2)
 	release = close2
-	if _, outcome, _ := g.Do(t.Context(), KeyOf("rt-1"), fn); outcome != Redeemed || calls.Load() != 2 {
-		t.Errorf("after the window: %v, calls %d", outcome, calls.Load())
+	if _, shared, _ := g.Do(t.Context(), KeyOf("rt-1"), fn); shared || calls.Load() != 2 {
+		t.Errorf("after the window: %v, calls %d", shared, calls.Load())
 	}
 }
 
@@ -101,9 +101,9 @@ func TestErrors(t *testing.T) {
 	calls = 0
 	rej := func(context.Context) (string, error) { calls++; return "", rejected{} }
 	g.Do(t.Context(), KeyOf("b"), rej)
-	_, outcome, err := g.Do(t.Context(), KeyOf("b"), rej)
-	if calls != 1 || outcome != Shared || !errors.As(err, new(rejected)) {
-		t.Errorf("a rejected token must stay rejected for the window: %d calls, %v %v", calls, outcome, err)
+	_, shared, err := g.Do(t.Context(), KeyOf("b"), rej)
+	if calls != 1 || !shared || !errors.As(err, new(rejected)) {
+		t.Errorf("a rejected token must stay rejected for the window: %d calls, %v %v", calls, shared, err)
 	}
 }
 
@@ -167,7 +167,7 @@ func TestBounded(t *testing.T) {
 		t.Errorf("kept %d results, bound is 10", g.Len())
 	}
 	// The newest is kept.
-	if v, outcome, _ := g.Do(t.Context(), KeyOf(string(rune('a'+24))), nil); outcome != Shared || v != 24 {
-		t.Errorf("newest result dropped: %v %v", v, outcome)
+	if v, shared, _ := g.Do(t.Context(), KeyOf(string(rune('a'+24))), nil); !shared || v != 24 {
+		t.Errorf("newest result dropped: %v %v", v, shared)
 	}
 }
