@@ -74,8 +74,8 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		Rand:     rand.Reader,
 	}
 	if cfg.Session.RedisUsed() {
-		if srv.redis, err = redisstore.New(cfg.Session.Redis, m, log); err != nil {
-			return nil, err
+		if srv.redis, err = redisstore.New(redisOptions(cfg.Session.Redis), m, log); err != nil {
+			return nil, fmt.Errorf("session.redis: %w", err)
 		}
 		srv.logouts = redisstore.NewLogouts(srv.redis, now)
 		deps.Logouts = srv.logouts
@@ -102,6 +102,26 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	srv.main = newHTTPServer(cfg.Server.Address, router, log)
 	srv.metrics = newHTTPServer(cfg.Server.MetricsAddress, metricsMux, log)
 	return srv, nil
+}
+
+// redisOptions are redisstore's options from session.redis.
+func redisOptions(r config.Redis) redisstore.Options {
+	o := redisstore.Options{
+		Address:   r.Address,
+		Username:  r.Username,
+		Password:  r.Password,
+		DB:        r.DB,
+		KeyPrefix: r.KeyPrefix,
+	}
+	if r.Sentinel.MasterName != "" {
+		o.MasterName = r.Sentinel.MasterName
+		o.SentinelAddresses = r.Sentinel.Addresses
+		o.SentinelPassword = r.Sentinel.Password
+	}
+	if r.TLS.Enabled {
+		o.TLS = &redisstore.TLS{CAPEM: r.TLS.CAPEM, ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify}
+	}
+	return o
 }
 
 // CookieOptions are the session cookie attributes from session.*.
