@@ -87,15 +87,11 @@ type OIDC struct {
 	// PostLogoutRedirectURL is sent as post_logout_redirect_uri at sign-out.
 	// Default empty: a valid rd, if any.
 	PostLogoutRedirectURL string `json:"postLogoutRedirectURL"`
-	// CAFile is an extra PEM CA bundle for talking to the provider. Default
-	// empty: the system roots only.
+	// CAFile is an extra PEM CA bundle for talking to the provider (read
+	// with ReadCA). Default empty: the system roots only.
 	CAFile string `json:"caFile"`
 	// Claims names the ID token claims extauth reads.
 	Claims Claims `json:"claims"`
-
-	// CAPEM is the content of CAFile, read by Parse; it holds at least one
-	// certificate.
-	CAPEM []byte `json:"-"`
 }
 
 // Claims names the claims that carry the user's identity.
@@ -212,15 +208,13 @@ type Redis struct {
 // RedisTLS configures TLS to Redis (and to the Sentinels).
 type RedisTLS struct {
 	Enabled bool `json:"enabled"`
-	// CAFile is a PEM CA bundle for the server's certificate. Default: the system's.
+	// CAFile is a PEM CA bundle for the server's certificate (read with
+	// ReadCA). Default: the system's.
 	CAFile string `json:"caFile"`
 	// ServerName overrides the name checked in the server's certificate.
 	ServerName string `json:"serverName"`
 	// InsecureSkipVerify turns certificate checks off: for tests only.
 	InsecureSkipVerify bool `json:"insecureSkipVerify"`
-
-	// CAPEM is the content of CAFile, read by Parse.
-	CAPEM []byte `json:"-"`
 }
 
 // RedisSentinel configures Redis Sentinel.

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net/netip"
@@ -697,8 +698,8 @@ func TestCAFile(t *testing.T) {
 	t.Run("certificate", func(t *testing.T) {
 		path := writeFile(t, "ca.pem", string(cert))
 		cfg := mustParse(t, withCA(path))
-		if !bytes.Equal(cfg.OIDC.CAPEM, cert) {
-			t.Errorf("CAPEM = %q, want the file's content", cfg.OIDC.CAPEM)
+		if cfg.OIDC.CAFile != path {
+			t.Errorf("caFile = %q, want %q", cfg.OIDC.CAFile, path)
 		}
 	})
 	t.Run("garbage", func(t *testing.T) {
@@ -709,6 +710,30 @@ func TestCAFile(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "none.pem")
 		requireErrors(t, parseError(t, withCA(path)), "oidc.caFile: open "+path)
 	})
+	t.Run("redis", func(t *testing.T) {
+		path := writeFile(t, "redis-ca.pem", "not a certificate\n")
+		err := parseError(t, strings.Replace(minimal, "session:", "session:\n  redis: {tls: {enabled: true, caFile: "+path+"}}", 1))
+		requireErrors(t, err, "session.redis.tls.caFile: no PEM certificate in "+path)
+	})
+}
+
+func TestReadCA(t *testing.T) {
+	cert := selfSignedPEM(t)
+	path := writeFile(t, "ca.pem", string(cert))
+	if got, err := ReadCA(path); err != nil || !bytes.Equal(got, cert) {
+		t.Errorf("ReadCA(certificate) = %q, %v; want the file's content", got, err)
+	}
+	if got, err := ReadCA(""); got != nil || err != nil {
+		t.Errorf(`ReadCA("") = %q, %v; want nil, nil`, got, err)
+	}
+	garbage := writeFile(t, "garbage.pem", "not a certificate\n")
+	if _, err := ReadCA(garbage); err == nil || err.Error() != "no PEM certificate in "+garbage {
+		t.Errorf("ReadCA(garbage): %v", err)
+	}
+	missing := filepath.Join(t.TempDir(), "none.pem")
+	if _, err := ReadCA(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadCA(missing): %v, want fs.ErrNotExist", err)
+	}
 }
 
 func TestEmailDomainsDefault(t *testing.T) {

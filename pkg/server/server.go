@@ -36,12 +36,17 @@ type Server struct {
 	logouts  *redisstore.Logouts // nil without Redis
 }
 
-// New builds every part from cfg; it does no network I/O.
+// New builds every part from cfg, deriving what each package takes (the CA
+// bundles read); it does no network I/O.
 func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	now := time.Now
 
+	ca, err := config.ReadCA(cfg.OIDC.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("oidc.caFile: %w", err)
+	}
 	p, err := provider.New(provider.Config{
 		IssuerURL:       cfg.OIDC.IssuerURL,
 		ClientID:        cfg.OIDC.ClientID,
@@ -51,7 +56,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		ExtraAuthParams: cfg.OIDC.ExtraAuthParams,
 		RevocationURL:   cfg.OIDC.RevocationURL,
 		EndSessionURL:   cfg.OIDC.EndSessionURL,
-		CAPEM:           cfg.OIDC.CAPEM,
+		CAPEM:           ca,
 		BearerAudiences: cfg.Authorization.BearerAudiences,
 	}, now, log, m)
 	if err != nil {
@@ -74,7 +79,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		Rand:     rand.Reader,
 	}
 	if cfg.Session.RedisUsed() {
-		if srv.redis, err = redisstore.New(redisOptions(cfg.Session.Redis), m, log); err != nil {
+		ropts, err := redisOptions(cfg.Session.Redis)
+		if err != nil {
+			return nil, err
+		}
+		if srv.redis, err = redisstore.New(ropts, m, log); err != nil {
 			return nil, fmt.Errorf("session.redis: %w", err)
 		}
 		srv.logouts = redisstore.NewLogouts(srv.redis, now)
@@ -104,8 +113,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	return srv, nil
 }
 
-// redisOptions are redisstore's options from session.redis.
-func redisOptions(r config.Redis) redisstore.Options {
+// redisOptions are redisstore's options from session.redis, with the CA
+// bundle read.
+func redisOptions(r config.Redis) (redisstore.Options, error) {
 	o := redisstore.Options{
 		Address:   r.Address,
 		Username:  r.Username,
@@ -119,9 +129,13 @@ func redisOptions(r config.Redis) redisstore.Options {
 		o.SentinelPassword = r.Sentinel.Password
 	}
 	if r.TLS.Enabled {
-		o.TLS = &redisstore.TLS{CAPEM: r.TLS.CAPEM, ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify}
+		ca, err := config.ReadCA(r.TLS.CAFile)
+		if err != nil {
+			return redisstore.Options{}, fmt.Errorf("session.redis.tls.caFile: %w", err)
+		}
+		o.TLS = &redisstore.TLS{CAPEM: ca, ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify}
 	}
-	return o
+	return o, nil
 }
 
 // CookieOptions are the session cookie attributes from session.*.
