@@ -80,8 +80,8 @@ func TestConfigFileLoads(t *testing.T) {
 			if cfg.OIDC.ClientSecret != tc.clientSecret {
 				t.Errorf("client secret %q, want %q", cfg.OIDC.ClientSecret, tc.clientSecret)
 			}
-			if len(cfg.Session.Keys) != tc.sessionKeys {
-				t.Errorf("%d session keys, want %d", len(cfg.Session.Keys), tc.sessionKeys)
+			if keys, err := cfg.Session.DecodeKeys(); err != nil || len(keys) != tc.sessionKeys {
+				t.Errorf("%d session keys (%v), want %d", len(keys), err, tc.sessionKeys)
 			}
 			if cfg.Server.Address != ":4180" || cfg.Server.MetricsAddress != ":9090" {
 				t.Errorf("addresses %q %q", cfg.Server.Address, cfg.Server.MetricsAddress)

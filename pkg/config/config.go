@@ -141,7 +141,8 @@ type Session struct {
 	// StoreTokens selects which provider tokens the session keeps.
 	StoreTokens StoreTokens `json:"storeTokens"`
 	// Secrets are base64 (standard or URL-safe, padding optional) keys of 32
-	// bytes or more; the first encodes, all decode, so keys can be rotated.
+	// bytes or more (DecodeKeys); the first encodes, all decode, so keys can
+	// be rotated.
 	// After Parse it holds the effective secrets, also when they came from
 	// SecretsFile. Default empty; one is required.
 	Secrets []string `json:"secrets"`
@@ -152,10 +153,6 @@ type Session struct {
 	Store string `json:"store"`
 	// Redis is used when Store is redis.
 	Redis Redis `json:"redis"`
-
-	// Keys are Secrets decoded by Validate, in order: Keys[0] encodes, all
-	// decode.
-	Keys [][]byte `json:"-"`
 
 	// secretLines[i] is the SecretsFile line of Secrets[i], so that errors
 	// point into the file; nil when the secrets were given inline.

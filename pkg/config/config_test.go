@@ -137,7 +137,6 @@ func TestParseMinimalKeepsDefaults(t *testing.T) {
 	want.OIDC.IssuerURL = "https://idp.example.com/realms/x"
 	want.OIDC.ClientID = "extauth"
 	want.Session.Secrets = []string{stdSecret}
-	want.Session.Keys = [][]byte{key}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", got, want)
 	}
@@ -500,12 +499,44 @@ func TestValidateDerivedFields(t *testing.T) {
 	if c.Session.CookieSameSite != "strict" {
 		t.Errorf("cookieSameSite = %q, want it lowercased", c.Session.CookieSameSite)
 	}
-	if !reflect.DeepEqual(c.Session.Keys, [][]byte{key, key}) {
-		t.Errorf("Keys = %x, want the key twice", c.Session.Keys)
-	}
 	// Validate again: derived fields are rebuilt, not appended to.
-	if err := c.Validate(); err != nil || len(c.Session.Keys) != 2 || len(c.Server.TrustedPrefixes) != 3 {
-		t.Errorf("second Validate: err %v, %d keys, %d prefixes", err, len(c.Session.Keys), len(c.Server.TrustedPrefixes))
+	if err := c.Validate(); err != nil || len(c.Server.TrustedPrefixes) != 3 {
+		t.Errorf("second Validate: err %v, %d prefixes", err, len(c.Server.TrustedPrefixes))
+	}
+}
+
+func TestDecodeKeys(t *testing.T) {
+	s := validConfig().Session
+	s.Secrets = []string{urlSecret, stdSecret}
+	if keys, err := s.DecodeKeys(); err != nil || !reflect.DeepEqual(keys, [][]byte{key, key}) {
+		t.Errorf("DecodeKeys = %x, %v; want the key twice", keys, err)
+	}
+	if keys := s.MustDecodeKeys(); !reflect.DeepEqual(keys, [][]byte{key, key}) {
+		t.Errorf("MustDecodeKeys = %x, want the key twice", keys)
+	}
+
+	s.Secrets = []string{stdSecret, "not base64!", base64.StdEncoding.EncodeToString(make([]byte, 20))}
+	keys, err := s.DecodeKeys()
+	if keys != nil {
+		t.Errorf("DecodeKeys returned keys along with an error: %x", keys)
+	}
+	requireErrors(t, err, "session.secrets[1]: not valid base64", "session.secrets[2]: decodes to 20 bytes, need 32 or more")
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("MustDecodeKeys did not panic on a bad secret")
+			}
+		}()
+		s.MustDecodeKeys()
+	}()
+
+	s.Secrets = nil
+	if _, err := s.DecodeKeys(); err == nil || !strings.HasPrefix(err.Error(), "session.secrets: required") {
+		t.Errorf("no secrets: %v", err)
+	}
+	s.SecretsFile = "/run/secrets/session"
+	if _, err := s.DecodeKeys(); err == nil || !strings.HasPrefix(err.Error(), "session.secretsFile: not read") {
+		t.Errorf("secretsFile not read: %v", err)
 	}
 }
 
@@ -523,8 +554,8 @@ func TestSecretEncodings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := mustParse(t, strings.Replace(minimal, stdSecret, tt.secret, 1))
-			if len(cfg.Session.Keys) != 1 || !bytes.Equal(cfg.Session.Keys[0], key) {
-				t.Errorf("Keys = %x, want [%x]", cfg.Session.Keys, key)
+			if keys, err := cfg.Session.DecodeKeys(); err != nil || len(keys) != 1 || !bytes.Equal(keys[0], key) {
+				t.Errorf("DecodeKeys = %x, %v; want [%x]", keys, err, key)
 			}
 		})
 	}
@@ -538,8 +569,8 @@ func TestSecretsFile(t *testing.T) {
 oidc: {issuerURL: "https://idp.example.com", clientID: extauth}
 session: {secretsFile: "`+path+`"}
 `)
-	if want := [][]byte{key, other}; !reflect.DeepEqual(cfg.Session.Keys, want) {
-		t.Errorf("Keys = %x, want %x", cfg.Session.Keys, want)
+	if keys, err := cfg.Session.DecodeKeys(); err != nil || !reflect.DeepEqual(keys, [][]byte{key, other}) {
+		t.Errorf("DecodeKeys = %x, %v; want %x", keys, err, [][]byte{key, other})
 	}
 }
 

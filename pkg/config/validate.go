@@ -29,8 +29,8 @@ func (p problems) err() error {
 }
 
 // Validate reports every problem in c at once (errors.Join), each starting
-// with its YAML path. It also fills the derived fields (Session.Keys,
-// Server.TrustedPrefixes) and lowercases session.cookieSameSite. It does not
+// with its YAML path. It also fills the derived field
+// Server.TrustedPrefixes and lowercases session.cookieSameSite. It does not
 // read files: Parse and Load do that first, and report the files' problems
 // themselves, so Validate does not ask for a secret whose …File key is set.
 func (c *Config) Validate() error {
@@ -209,6 +209,10 @@ func checkURL(p *problems, path, raw string) bool {
 var cookieSuffixRE = regexp.MustCompile(`_[0-9]+$`)
 
 func (s *Session) validate(p *problems) {
+	// Parse reports a secretsFile it could not read; then Secrets is empty.
+	if len(s.Secrets) == 0 && s.SecretsFile == "" {
+		p.add("session.secrets", "%s", secretsRequired)
+	}
 	s.decodeKeys(p)
 	s.validateCookie(p)
 	if s.MaxAge.Duration <= 0 {
@@ -258,23 +262,50 @@ func (r *Redis) validate(p *problems) {
 	}
 }
 
-// decodeKeys decodes Secrets into Keys, in order.
-func (s *Session) decodeKeys(p *problems) {
-	s.Keys = nil
-	if len(s.Secrets) == 0 {
-		if s.SecretsFile == "" {
-			p.add("session.secrets", `required: set session.secrets or session.secretsFile (generate one with "extauth keygen")`)
-		}
-		return
+// DecodeKeys decodes Secrets into the session keys, in order: the first
+// encodes, all decode. Each secret that does not decode is reported at its
+// YAML path (or its session.secretsFile line); no error quotes a secret.
+// Validate checks the secrets with it; server.New takes its keys.
+func (s *Session) DecodeKeys() ([][]byte, error) {
+	var p problems
+	keys := s.decodeKeys(&p)
+	if err := p.err(); err != nil {
+		return nil, err
 	}
+	if len(keys) == 0 {
+		if s.SecretsFile != "" {
+			return nil, errors.New("session.secretsFile: not read: Load or Parse reads it into session.secrets")
+		}
+		return nil, errors.New("session.secrets: " + secretsRequired)
+	}
+	return keys, nil
+}
+
+const secretsRequired = `required: set session.secrets or session.secretsFile (generate one with "extauth keygen")`
+
+// MustDecodeKeys is DecodeKeys for a configuration that Parse or Validate
+// accepted; it panics otherwise.
+func (s *Session) MustDecodeKeys() [][]byte {
+	keys, err := s.DecodeKeys()
+	if err != nil {
+		panic("config: " + err.Error())
+	}
+	return keys
+}
+
+// decodeKeys decodes Secrets, in order, reporting each one that does not
+// decode.
+func (s *Session) decodeKeys(p *problems) [][]byte {
+	keys := make([][]byte, 0, len(s.Secrets))
 	for i, secret := range s.Secrets {
 		key, err := decodeSecret(secret)
 		if err != nil {
 			p.add(s.secretPath(i), "%v", err)
 			continue
 		}
-		s.Keys = append(s.Keys, key)
+		keys = append(keys, key)
 	}
+	return keys
 }
 
 // secretPath names where Secrets[i] came from: the file's line, or the list.

@@ -55,7 +55,7 @@ func (e *testEnv) replica(redisAddr, store string) *testEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go logouts.Run(ctx)
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ type Server struct {
 }
 
 // New builds every part from cfg, deriving what each package takes (the CA
-// bundles read); it does no network I/O.
+// bundles read, the session keys decoded); it does no network I/O.
 func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
@@ -62,7 +62,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	keys, err := cfg.Session.DecodeKeys()
+	if err != nil {
+		return nil, err
+	}
+	codec, err := session.NewCodec(keys, rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("session.secrets: %w", err)
 	}
