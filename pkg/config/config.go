@@ -1,13 +1,15 @@
 // Package config is extauth's configuration: the YAML file shape (SPEC.md,
 // "Configuration"), its defaults, strict loading that names every bad key by
-// its YAML path, and Validate, which reports every problem at once.
+// its YAML path, and Validate, which reports every problem at once and
+// changes nothing. What is derived from the file (session keys, trusted
+// proxy prefixes, CA bundles, the SameSite attribute) comes from the
+// functions that Validate checks with, called where it is used.
 package config
 
 import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"time"
 )
@@ -42,15 +44,12 @@ type Server struct {
 	// ShutdownTimeout bounds the graceful shutdown. Default 15s.
 	ShutdownTimeout Duration `json:"shutdownTimeout"`
 	// TrustedProxies lists the CIDRs (or single IPs) whose X-Forwarded-*
-	// headers are believed, e.g. Traefik's. Default empty: none.
+	// headers are believed, e.g. Traefik's (ParseTrustedProxies). Default
+	// empty: none.
 	TrustedProxies []string `json:"trustedProxies"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener,
 	// which the ingress never exposes. Default false.
 	Pprof bool `json:"pprof"`
-
-	// TrustedPrefixes is TrustedProxies parsed by Validate; a single IP
-	// becomes a /32 or /128.
-	TrustedPrefixes []netip.Prefix `json:"-"`
 }
 
 // OIDC configures the OpenID Connect provider and this client.
@@ -122,7 +121,7 @@ type Session struct {
 	CookiePath string `json:"cookiePath"`
 	// CookieSecure sets the Secure attribute. Default true.
 	CookieSecure bool `json:"cookieSecure"`
-	// CookieSameSite is lax, strict or none (lowercased by Validate); none
+	// CookieSameSite is lax, strict or none, in any case (SameSite); none
 	// requires CookieSecure. Default "lax".
 	CookieSameSite string `json:"cookieSameSite"`
 	// MaxAge is the absolute lifetime of a session. Default 168h.

@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -480,28 +482,96 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestValidateDerivedFields(t *testing.T) {
-	c := validConfig()
-	c.Server.TrustedProxies = []string{"10.1.2.3/8", "192.0.2.7", "2001:db8::1"}
-	c.Session.CookieSameSite = "Strict"
-	c.Session.Secrets = []string{urlSecret, stdSecret}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
+// TestValidateChangesNothing: Validate only reports. A config validated
+// (twice, and a copy of it) equals one built the same way and never
+// validated, and every call gives the same answer.
+func TestValidateChangesNothing(t *testing.T) {
+	secrets := writeFile(t, "secrets", "# current\n"+urlSecret+"\n"+stdSecret+"\n")
+	ca := writeFile(t, "ca.pem", string(selfSignedPEM(t)))
+	tests := []struct {
+		name  string
+		build func() *Config
+		valid bool
+	}{
+		{"derived values", func() *Config {
+			c := validConfig()
+			c.Server.TrustedProxies = []string{"10.1.2.3/8", "192.0.2.7", "2001:db8::1"}
+			c.Session.CookieSameSite = "Strict"
+			c.Session.Secrets = []string{urlSecret, stdSecret}
+			return c
+		}, true},
+		{"parsed from files", func() *Config {
+			return mustParse(t, `
+server: {trustedProxies: ["10.0.0.0/8"]}
+oidc: {issuerURL: "https://idp.example.com", clientID: extauth, caFile: "`+ca+`"}
+session:
+  cookieSameSite: NONE
+  secretsFile: "`+secrets+`"
+  redis: {address: "redis:6379", tls: {enabled: true, caFile: "`+ca+`"}}
+`)
+		}, true},
+		{"invalid", func() *Config {
+			c := validConfig()
+			c.Server.TrustedProxies = []string{"10.0.0.0/8", "nope"}
+			c.Session.CookieSameSite = "Sometimes"
+			c.Session.Secrets = []string{stdSecret, "short"}
+			return c
+		}, false},
 	}
-	wantPrefixes := []netip.Prefix{
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, untouched := tt.build(), tt.build()
+			first := c.Validate()
+			if (first == nil) != tt.valid {
+				t.Fatalf("Validate: %v", first)
+			}
+			if !reflect.DeepEqual(c, untouched) {
+				t.Errorf("Validate changed the config:\n%+v\nwas\n%+v", c, untouched)
+			}
+			cp := *c
+			for _, again := range []error{c.Validate(), cp.Validate()} {
+				if fmt.Sprint(again) != fmt.Sprint(first) {
+					t.Errorf("Validate again: %v, first %v", again, first)
+				}
+			}
+			if !reflect.DeepEqual(c, untouched) || !reflect.DeepEqual(&cp, untouched) {
+				t.Error("validating again changed the config")
+			}
+		})
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	got, err := ParseTrustedProxies([]string{"10.1.2.3/8", "192.0.2.7", "2001:db8::1", "2001:db8::/32"})
+	want := []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"),
 		netip.MustParsePrefix("192.0.2.7/32"),
 		netip.MustParsePrefix("2001:db8::1/128"),
+		netip.MustParsePrefix("2001:db8::/32"),
 	}
-	if !reflect.DeepEqual(c.Server.TrustedPrefixes, wantPrefixes) {
-		t.Errorf("TrustedPrefixes = %v, want %v", c.Server.TrustedPrefixes, wantPrefixes)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseTrustedProxies = %v, %v; want %v", got, err, want)
 	}
-	if c.Session.CookieSameSite != "strict" {
-		t.Errorf("cookieSameSite = %q, want it lowercased", c.Session.CookieSameSite)
+	if got, err := ParseTrustedProxies(nil); err != nil || len(got) != 0 {
+		t.Errorf("ParseTrustedProxies(nil) = %v, %v", got, err)
 	}
-	// Validate again: derived fields are rebuilt, not appended to.
-	if err := c.Validate(); err != nil || len(c.Server.TrustedPrefixes) != 3 {
-		t.Errorf("second Validate: err %v, %d prefixes", err, len(c.Server.TrustedPrefixes))
+	got, err = ParseTrustedProxies([]string{"10.0.0.0/8", "nope", "192.0.2.1/33"})
+	if got != nil {
+		t.Errorf("prefixes along with an error: %v", got)
+	}
+	requireErrors(t, err, `server.trustedProxies[1]: "nope" is neither a CIDR nor an IP address`,
+		`server.trustedProxies[2]: "192.0.2.1/33" is neither`)
+}
+
+func TestSameSite(t *testing.T) {
+	for value, want := range map[string]http.SameSite{
+		"lax": http.SameSiteLaxMode, "Strict": http.SameSiteStrictMode, "NONE": http.SameSiteNoneMode,
+		"sometimes": 0, "": 0,
+	} {
+		s := Session{CookieSameSite: value}
+		if got := s.SameSite(); got != want {
+			t.Errorf("SameSite(%q) = %v, want %v", value, got, want)
+		}
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,15 +143,12 @@ func redisOptions(r config.Redis) (redisstore.Options, error) {
 
 // CookieOptions are the session cookie attributes from session.*.
 func CookieOptions(cfg *config.Config) session.Options {
-	sameSite := map[string]http.SameSite{
-		"lax": http.SameSiteLaxMode, "strict": http.SameSiteStrictMode, "none": http.SameSiteNoneMode,
-	}[strings.ToLower(cfg.Session.CookieSameSite)]
 	return session.Options{
 		Name:     cfg.Session.CookieName,
 		Domain:   cfg.Session.CookieDomain,
 		Path:     cfg.Session.CookiePath,
 		Secure:   cfg.Session.CookieSecure,
-		SameSite: sameSite,
+		SameSite: cfg.Session.SameSite(),
 		// Only the headers need the access token in the session; revoking
 		// the refresh token at sign-out covers it otherwise.
 		AccessTokenOptional: !cfg.Headers.AccessToken && !cfg.Headers.Authorization,
