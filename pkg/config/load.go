@@ -24,9 +24,9 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes a YAML configuration onto the defaults, reads the secrets
 // from the files it names into their inline keys, checks the CA bundles it
-// names (ReadCA) and validates the result. Unknown or duplicate
-// keys and values of the wrong type are errors naming their YAML path. On
-// error the Config is nil and the error lists every problem found.
+// names (ReadCA) and validates the result. Unknown or duplicate keys and
+// values of the wrong type are errors naming their YAML path. On error the
+// Config is nil and the error lists every problem found.
 func Parse(data []byte) (*Config, error) {
 	cfg := Default()
 	keyErrs, err := decodeYAML(data, cfg)
