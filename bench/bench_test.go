@@ -58,7 +58,7 @@ func TestSealSession(t *testing.T) {
 	if size := cookieHeaderSize(cookie); size < 1500 || size > 4000 || n <= 0 {
 		t.Errorf("cookie of %d B (encoded %d B): not Okta-sized", size, n)
 	}
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}

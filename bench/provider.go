@@ -108,7 +108,7 @@ func loadTokenSet(path string) (*tokenSet, *idClaims, error) {
 // takes them; the access token valid for an hour, so no check refreshes),
 // and returns it as a Cookie header value and the encoded size.
 func sealSession(cfg *config.Config, ts *tokenSet, c *idClaims) (string, int, error) {
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		return "", 0, err
 	}

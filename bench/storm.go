@@ -286,7 +286,7 @@ logging:
 
 	// Reuse detection revokes the whole family: look up each session's
 	// original refresh token (its cookie opens with the same secret).
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}

@@ -256,7 +256,7 @@ func TestBrowserSignInRefreshSignOut(t *testing.T) {
 // refreshTokenOf opens a session cookie with extauth's own secret.
 func refreshTokenOf(t *testing.T, s *stack.Stack, cookie string) string {
 	t.Helper()
-	codec, err := session.NewCodec(s.Config.Session.Keys, nil)
+	codec, err := session.NewCodec(s.Config.Session.MustDecodeKeys(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,8 +80,8 @@ func TestConfigFileLoads(t *testing.T) {
 			if cfg.OIDC.ClientSecret != tc.clientSecret {
 				t.Errorf("client secret %q, want %q", cfg.OIDC.ClientSecret, tc.clientSecret)
 			}
-			if len(cfg.Session.Keys) != tc.sessionKeys {
-				t.Errorf("%d session keys, want %d", len(cfg.Session.Keys), tc.sessionKeys)
+			if keys, err := cfg.Session.DecodeKeys(); err != nil || len(keys) != tc.sessionKeys {
+				t.Errorf("%d session keys (%v), want %d", len(keys), err, tc.sessionKeys)
 			}
 			if cfg.Server.Address != ":4180" || cfg.Server.MetricsAddress != ":9090" {
 				t.Errorf("addresses %q %q", cfg.Server.Address, cfg.Server.MetricsAddress)
@@ -111,7 +111,7 @@ func TestConfigValuesReachTheFile(t *testing.T) {
 	r := cfg.Session.Redis
 	if !cfg.Session.RedisUsed() || !r.Enabled || cfg.Session.Store != config.StoreRedis || r.DB != 2 || r.KeyPrefix != "extauth-main:" ||
 		r.Username != "extauth" || !r.TLS.Enabled || r.TLS.ServerName != "redis.example.com" || r.TLS.InsecureSkipVerify ||
-		len(r.TLS.CAPEM) == 0 || r.Sentinel.MasterName != "mymaster" || !slices.Equal(r.Sentinel.Addresses, []string{
+		len(readCA(t, r.TLS.CAFile)) == 0 || r.Sentinel.MasterName != "mymaster" || !slices.Equal(r.Sentinel.Addresses, []string{
 		"redis-node-0.redis-headless.redis.svc.cluster.local:26379", "redis-node-1.redis-headless.redis.svc.cluster.local:26379"}) {
 		t.Errorf("session.redis not as in all-on.yaml: %+v", r)
 	}
@@ -316,6 +316,16 @@ func loadWithSecrets(t *testing.T, file string, files map[string][]byte) *config
 		t.Fatalf("extauth rejects the chart's config:\n%v\n--- config.yaml\n%s", err, file)
 	}
 	return cfg
+}
+
+// readCA is what extauth reads from a loaded config's CA file at start.
+func readCA(t *testing.T, path string) []byte {
+	t.Helper()
+	pem, err := config.ReadCA(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem
 }
 
 // testCAPEM is a self-signed CA certificate in PEM, for redis.tls.caSecret.

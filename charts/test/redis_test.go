@@ -243,7 +243,7 @@ func TestRedisTLSAndSentinel(t *testing.T) {
 	}
 	cfg := loadWithSecrets(t, o.ConfigMaps["extauth"].Data["config.yaml"], podFiles(t, o, existingSecrets(t)))
 	r := cfg.Session.Redis
-	if !r.TLS.Enabled || r.TLS.ServerName != "redis.example.com" || len(r.TLS.CAPEM) == 0 || r.Sentinel.MasterName != "mymaster" ||
+	if !r.TLS.Enabled || r.TLS.ServerName != "redis.example.com" || len(readCA(t, r.TLS.CAFile)) == 0 || r.Sentinel.MasterName != "mymaster" ||
 		!slices.Equal(r.Sentinel.Addresses, []string{"s0:26379", "s1:26379"}) || r.Sentinel.Password != "s3ntinel-pass" || r.Password != "" {
 		t.Errorf("loaded session.redis %+v", r)
 	}

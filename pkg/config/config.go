@@ -1,13 +1,15 @@
 // Package config is extauth's configuration: the YAML file shape (SPEC.md,
 // "Configuration"), its defaults, strict loading that names every bad key by
-// its YAML path, and Validate, which reports every problem at once.
+// its YAML path, and Validate, which reports every problem at once and
+// changes nothing. What is derived from the file (session keys, trusted
+// proxy prefixes, CA bundles, the SameSite attribute) comes from the
+// functions that Validate checks with, called where it is used.
 package config
 
 import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"strings"
 	"time"
 )
@@ -42,15 +44,12 @@ type Server struct {
 	// ShutdownTimeout bounds the graceful shutdown. Default 15s.
 	ShutdownTimeout Duration `json:"shutdownTimeout"`
 	// TrustedProxies lists the CIDRs (or single IPs) whose X-Forwarded-*
-	// headers are believed, e.g. Traefik's. Default empty: none.
+	// headers are believed, e.g. Traefik's (ParseTrustedProxies). Default
+	// empty: none.
 	TrustedProxies []string `json:"trustedProxies"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener,
 	// which the ingress never exposes. Default false.
 	Pprof bool `json:"pprof"`
-
-	// TrustedPrefixes is TrustedProxies parsed by Validate; a single IP
-	// becomes a /32 or /128.
-	TrustedPrefixes []netip.Prefix `json:"-"`
 }
 
 // OIDC configures the OpenID Connect provider and this client.
@@ -87,15 +86,11 @@ type OIDC struct {
 	// PostLogoutRedirectURL is sent as post_logout_redirect_uri at sign-out.
 	// Default empty: a valid rd, if any.
 	PostLogoutRedirectURL string `json:"postLogoutRedirectURL"`
-	// CAFile is an extra PEM CA bundle for talking to the provider. Default
-	// empty: the system roots only.
+	// CAFile is an extra PEM CA bundle for talking to the provider (read
+	// with ReadCA). Default empty: the system roots only.
 	CAFile string `json:"caFile"`
 	// Claims names the ID token claims extauth reads.
 	Claims Claims `json:"claims"`
-
-	// CAPEM is the content of CAFile, read by Parse; it holds at least one
-	// certificate.
-	CAPEM []byte `json:"-"`
 }
 
 // Claims names the claims that carry the user's identity.
@@ -126,7 +121,7 @@ type Session struct {
 	CookiePath string `json:"cookiePath"`
 	// CookieSecure sets the Secure attribute. Default true.
 	CookieSecure bool `json:"cookieSecure"`
-	// CookieSameSite is lax, strict or none (lowercased by Validate); none
+	// CookieSameSite is lax, strict or none, in any case (SameSite); none
 	// requires CookieSecure. Default "lax".
 	CookieSameSite string `json:"cookieSameSite"`
 	// MaxAge is the absolute lifetime of a session. Default 168h.
@@ -145,7 +140,8 @@ type Session struct {
 	// StoreTokens selects which provider tokens the session keeps.
 	StoreTokens StoreTokens `json:"storeTokens"`
 	// Secrets are base64 (standard or URL-safe, padding optional) keys of 32
-	// bytes or more; the first encodes, all decode, so keys can be rotated.
+	// bytes or more (DecodeKeys); the first encodes, all decode, so keys can
+	// be rotated.
 	// After Parse it holds the effective secrets, also when they came from
 	// SecretsFile. Default empty; one is required.
 	Secrets []string `json:"secrets"`
@@ -156,10 +152,6 @@ type Session struct {
 	Store string `json:"store"`
 	// Redis is used when Store is redis.
 	Redis Redis `json:"redis"`
-
-	// Keys are Secrets decoded by Validate, in order: Keys[0] encodes, all
-	// decode.
-	Keys [][]byte `json:"-"`
 
 	// secretLines[i] is the SecretsFile line of Secrets[i], so that errors
 	// point into the file; nil when the secrets were given inline.
@@ -212,15 +204,13 @@ type Redis struct {
 // RedisTLS configures TLS to Redis (and to the Sentinels).
 type RedisTLS struct {
 	Enabled bool `json:"enabled"`
-	// CAFile is a PEM CA bundle for the server's certificate. Default: the system's.
+	// CAFile is a PEM CA bundle for the server's certificate (read with
+	// ReadCA). Default: the system's.
 	CAFile string `json:"caFile"`
 	// ServerName overrides the name checked in the server's certificate.
 	ServerName string `json:"serverName"`
 	// InsecureSkipVerify turns certificate checks off: for tests only.
 	InsecureSkipVerify bool `json:"insecureSkipVerify"`
-
-	// CAPEM is the content of CAFile, read by Parse.
-	CAPEM []byte `json:"-"`
 }
 
 // RedisSentinel configures Redis Sentinel.

@@ -11,8 +11,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -136,7 +139,6 @@ func TestParseMinimalKeepsDefaults(t *testing.T) {
 	want.OIDC.IssuerURL = "https://idp.example.com/realms/x"
 	want.OIDC.ClientID = "extauth"
 	want.Session.Secrets = []string{stdSecret}
-	want.Session.Keys = [][]byte{key}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(minimal) =\n%+v\nwant\n%+v", got, want)
 	}
@@ -480,31 +482,131 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestValidateDerivedFields(t *testing.T) {
-	c := validConfig()
-	c.Server.TrustedProxies = []string{"10.1.2.3/8", "192.0.2.7", "2001:db8::1"}
-	c.Session.CookieSameSite = "Strict"
-	c.Session.Secrets = []string{urlSecret, stdSecret}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
+// TestValidateChangesNothing: Validate only reports. A config validated
+// (twice, and a copy of it) equals one built the same way and never
+// validated, and every call gives the same answer.
+func TestValidateChangesNothing(t *testing.T) {
+	secrets := writeFile(t, "secrets", "# current\n"+urlSecret+"\n"+stdSecret+"\n")
+	ca := writeFile(t, "ca.pem", string(selfSignedPEM(t)))
+	tests := []struct {
+		name  string
+		build func() *Config
+		valid bool
+	}{
+		{"derived values", func() *Config {
+			c := validConfig()
+			c.Server.TrustedProxies = []string{"10.1.2.3/8", "192.0.2.7", "2001:db8::1"}
+			c.Session.CookieSameSite = "Strict"
+			c.Session.Secrets = []string{urlSecret, stdSecret}
+			return c
+		}, true},
+		{"parsed from files", func() *Config {
+			return mustParse(t, `
+server: {trustedProxies: ["10.0.0.0/8"]}
+oidc: {issuerURL: "https://idp.example.com", clientID: extauth, caFile: "`+ca+`"}
+session:
+  cookieSameSite: NONE
+  secretsFile: "`+secrets+`"
+  redis: {address: "redis:6379", tls: {enabled: true, caFile: "`+ca+`"}}
+`)
+		}, true},
+		{"invalid", func() *Config {
+			c := validConfig()
+			c.Server.TrustedProxies = []string{"10.0.0.0/8", "nope"}
+			c.Session.CookieSameSite = "Sometimes"
+			c.Session.Secrets = []string{stdSecret, "short"}
+			return c
+		}, false},
 	}
-	wantPrefixes := []netip.Prefix{
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, untouched := tt.build(), tt.build()
+			first := c.Validate()
+			if (first == nil) != tt.valid {
+				t.Fatalf("Validate: %v", first)
+			}
+			if !reflect.DeepEqual(c, untouched) {
+				t.Errorf("Validate changed the config:\n%+v\nwas\n%+v", c, untouched)
+			}
+			cp := *c
+			for _, again := range []error{c.Validate(), cp.Validate()} {
+				if fmt.Sprint(again) != fmt.Sprint(first) {
+					t.Errorf("Validate again: %v, first %v", again, first)
+				}
+			}
+			if !reflect.DeepEqual(c, untouched) || !reflect.DeepEqual(&cp, untouched) {
+				t.Error("validating again changed the config")
+			}
+		})
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	got, err := ParseTrustedProxies([]string{"10.1.2.3/8", "192.0.2.7", "2001:db8::1", "2001:db8::/32"})
+	want := []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"),
 		netip.MustParsePrefix("192.0.2.7/32"),
 		netip.MustParsePrefix("2001:db8::1/128"),
+		netip.MustParsePrefix("2001:db8::/32"),
 	}
-	if !reflect.DeepEqual(c.Server.TrustedPrefixes, wantPrefixes) {
-		t.Errorf("TrustedPrefixes = %v, want %v", c.Server.TrustedPrefixes, wantPrefixes)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseTrustedProxies = %v, %v; want %v", got, err, want)
 	}
-	if c.Session.CookieSameSite != "strict" {
-		t.Errorf("cookieSameSite = %q, want it lowercased", c.Session.CookieSameSite)
+	if got, err := ParseTrustedProxies(nil); err != nil || len(got) != 0 {
+		t.Errorf("ParseTrustedProxies(nil) = %v, %v", got, err)
 	}
-	if !reflect.DeepEqual(c.Session.Keys, [][]byte{key, key}) {
-		t.Errorf("Keys = %x, want the key twice", c.Session.Keys)
+	got, err = ParseTrustedProxies([]string{"10.0.0.0/8", "nope", "192.0.2.1/33"})
+	if got != nil {
+		t.Errorf("prefixes along with an error: %v", got)
 	}
-	// Validate again: derived fields are rebuilt, not appended to.
-	if err := c.Validate(); err != nil || len(c.Session.Keys) != 2 || len(c.Server.TrustedPrefixes) != 3 {
-		t.Errorf("second Validate: err %v, %d keys, %d prefixes", err, len(c.Session.Keys), len(c.Server.TrustedPrefixes))
+	requireErrors(t, err, `server.trustedProxies[1]: "nope" is neither a CIDR nor an IP address`,
+		`server.trustedProxies[2]: "192.0.2.1/33" is neither`)
+}
+
+func TestSameSite(t *testing.T) {
+	for value, want := range map[string]http.SameSite{
+		"lax": http.SameSiteLaxMode, "Strict": http.SameSiteStrictMode, "NONE": http.SameSiteNoneMode,
+		"sometimes": 0, "": 0,
+	} {
+		s := Session{CookieSameSite: value}
+		if got := s.SameSite(); got != want {
+			t.Errorf("SameSite(%q) = %v, want %v", value, got, want)
+		}
+	}
+}
+
+func TestDecodeKeys(t *testing.T) {
+	s := validConfig().Session
+	s.Secrets = []string{urlSecret, stdSecret}
+	if keys, err := s.DecodeKeys(); err != nil || !reflect.DeepEqual(keys, [][]byte{key, key}) {
+		t.Errorf("DecodeKeys = %x, %v; want the key twice", keys, err)
+	}
+	if keys := s.MustDecodeKeys(); !reflect.DeepEqual(keys, [][]byte{key, key}) {
+		t.Errorf("MustDecodeKeys = %x, want the key twice", keys)
+	}
+
+	s.Secrets = []string{stdSecret, "not base64!", base64.StdEncoding.EncodeToString(make([]byte, 20))}
+	keys, err := s.DecodeKeys()
+	if keys != nil {
+		t.Errorf("DecodeKeys returned keys along with an error: %x", keys)
+	}
+	requireErrors(t, err, "session.secrets[1]: not valid base64", "session.secrets[2]: decodes to 20 bytes, need 32 or more")
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("MustDecodeKeys did not panic on a bad secret")
+			}
+		}()
+		s.MustDecodeKeys()
+	}()
+
+	s.Secrets = nil
+	if _, err := s.DecodeKeys(); err == nil || !strings.HasPrefix(err.Error(), "session.secrets: required") {
+		t.Errorf("no secrets: %v", err)
+	}
+	s.SecretsFile = "/run/secrets/session"
+	if _, err := s.DecodeKeys(); err == nil || !strings.HasPrefix(err.Error(), "session.secretsFile: not read") {
+		t.Errorf("secretsFile not read: %v", err)
 	}
 }
 
@@ -522,8 +624,8 @@ func TestSecretEncodings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := mustParse(t, strings.Replace(minimal, stdSecret, tt.secret, 1))
-			if len(cfg.Session.Keys) != 1 || !bytes.Equal(cfg.Session.Keys[0], key) {
-				t.Errorf("Keys = %x, want [%x]", cfg.Session.Keys, key)
+			if keys, err := cfg.Session.DecodeKeys(); err != nil || len(keys) != 1 || !bytes.Equal(keys[0], key) {
+				t.Errorf("DecodeKeys = %x, %v; want [%x]", keys, err, key)
 			}
 		})
 	}
@@ -537,8 +639,8 @@ func TestSecretsFile(t *testing.T) {
 oidc: {issuerURL: "https://idp.example.com", clientID: extauth}
 session: {secretsFile: "`+path+`"}
 `)
-	if want := [][]byte{key, other}; !reflect.DeepEqual(cfg.Session.Keys, want) {
-		t.Errorf("Keys = %x, want %x", cfg.Session.Keys, want)
+	if keys, err := cfg.Session.DecodeKeys(); err != nil || !reflect.DeepEqual(keys, [][]byte{key, other}) {
+		t.Errorf("DecodeKeys = %x, %v; want %x", keys, err, [][]byte{key, other})
 	}
 }
 
@@ -697,8 +799,8 @@ func TestCAFile(t *testing.T) {
 	t.Run("certificate", func(t *testing.T) {
 		path := writeFile(t, "ca.pem", string(cert))
 		cfg := mustParse(t, withCA(path))
-		if !bytes.Equal(cfg.OIDC.CAPEM, cert) {
-			t.Errorf("CAPEM = %q, want the file's content", cfg.OIDC.CAPEM)
+		if cfg.OIDC.CAFile != path {
+			t.Errorf("caFile = %q, want %q", cfg.OIDC.CAFile, path)
 		}
 	})
 	t.Run("garbage", func(t *testing.T) {
@@ -709,6 +811,30 @@ func TestCAFile(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "none.pem")
 		requireErrors(t, parseError(t, withCA(path)), "oidc.caFile: open "+path)
 	})
+	t.Run("redis", func(t *testing.T) {
+		path := writeFile(t, "redis-ca.pem", "not a certificate\n")
+		err := parseError(t, strings.Replace(minimal, "session:", "session:\n  redis: {tls: {enabled: true, caFile: "+path+"}}", 1))
+		requireErrors(t, err, "session.redis.tls.caFile: no PEM certificate in "+path)
+	})
+}
+
+func TestReadCA(t *testing.T) {
+	cert := selfSignedPEM(t)
+	path := writeFile(t, "ca.pem", string(cert))
+	if got, err := ReadCA(path); err != nil || !bytes.Equal(got, cert) {
+		t.Errorf("ReadCA(certificate) = %q, %v; want the file's content", got, err)
+	}
+	if got, err := ReadCA(""); got != nil || err != nil {
+		t.Errorf(`ReadCA("") = %q, %v; want nil, nil`, got, err)
+	}
+	garbage := writeFile(t, "garbage.pem", "not a certificate\n")
+	if _, err := ReadCA(garbage); err == nil || err.Error() != "no PEM certificate in "+garbage {
+		t.Errorf("ReadCA(garbage): %v", err)
+	}
+	missing := filepath.Join(t.TempDir(), "none.pem")
+	if _, err := ReadCA(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadCA(missing): %v, want fs.ErrNotExist", err)
+	}
 }
 
 func TestEmailDomainsDefault(t *testing.T) {

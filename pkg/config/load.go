@@ -22,10 +22,11 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// Parse decodes a YAML configuration onto the defaults, reads the files it
-// names (secrets, CA bundle) and validates the result. Unknown or duplicate
-// keys and values of the wrong type are errors naming their YAML path. On
-// error the Config is nil and the error lists every problem found.
+// Parse decodes a YAML configuration onto the defaults, reads the secrets
+// from the files it names into their inline keys, checks the CA bundles it
+// names (ReadCA) and validates the result. Unknown or duplicate keys and
+// values of the wrong type are errors naming their YAML path. On error the
+// Config is nil and the error lists every problem found.
 func Parse(data []byte) (*Config, error) {
 	cfg := Default()
 	keyErrs, err := decodeYAML(data, cfg)
@@ -44,7 +45,8 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// readFiles resolves every "…File" key into the value it stands for.
+// readFiles resolves every secret's "…File" key into its inline key, and
+// checks the CA bundles.
 func (c *Config) readFiles(p *problems) {
 	c.OIDC.readFiles(p)
 	c.Session.readFiles(p)
@@ -60,16 +62,10 @@ func (o *OIDC) readFiles(p *problems) {
 			o.ClientSecret = s
 		}
 	}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		switch {
-		case err != nil:
-			p.add("oidc.caFile", "%v", err)
-		case !x509.NewCertPool().AppendCertsFromPEM(pem):
-			p.add("oidc.caFile", "no PEM certificate in %s", o.CAFile)
-		default:
-			o.CAPEM = pem
-		}
+	// The bundle is read again at start (ReadCA in server.New); here it is
+	// only checked, so that check-config names a bad one.
+	if _, err := ReadCA(o.CAFile); err != nil {
+		p.add("oidc.caFile", "%v", err)
 	}
 }
 
@@ -83,17 +79,27 @@ func (s *Session) readFiles(p *problems) {
 	}
 	readInlineOrFile(p, "session.redis.password", &s.Redis.Password, s.Redis.PasswordFile)
 	readInlineOrFile(p, "session.redis.sentinel.password", &s.Redis.Sentinel.Password, s.Redis.Sentinel.PasswordFile)
-	if f := s.Redis.TLS.CAFile; f != "" {
-		pem, err := os.ReadFile(f)
-		switch {
-		case err != nil:
-			p.add("session.redis.tls.caFile", "%v", err)
-		case !x509.NewCertPool().AppendCertsFromPEM(pem):
-			p.add("session.redis.tls.caFile", "no PEM certificate in %s", f)
-		default:
-			s.Redis.TLS.CAPEM = pem
-		}
+	if _, err := ReadCA(s.Redis.TLS.CAFile); err != nil {
+		p.add("session.redis.tls.caFile", "%v", err)
 	}
+}
+
+// ReadCA reads the PEM CA bundle at path (oidc.caFile,
+// session.redis.tls.caFile), which must hold at least one certificate. An
+// empty path names no bundle: nil, nil. Parse checks the bundles with it
+// and server.New reads them with it; the error does not name the key.
+func ReadCA(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificate in %s", path)
+	}
+	return pem, nil
 }
 
 // readInlineOrFile fills *value from file (the key's …File twin) when one

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -29,9 +30,10 @@ func (p problems) err() error {
 }
 
 // Validate reports every problem in c at once (errors.Join), each starting
-// with its YAML path. It also fills the derived fields (Session.Keys,
-// Server.TrustedPrefixes) and lowercases session.cookieSameSite. It does not
-// read files: Parse and Load do that first, and report the files' problems
+// with its YAML path. It changes nothing: what is derived from the file
+// (Session.DecodeKeys, ParseTrustedProxies, Session.SameSite, ReadCA) is
+// derived by those functions, which Validate checks with. It does not read
+// files: Parse and Load do that first, and report the files' problems
 // themselves, so Validate does not ask for a secret whose …File key is set.
 func (c *Config) Validate() error {
 	var p problems
@@ -60,15 +62,7 @@ func (s *Server) validate(p *problems) {
 	if s.ShutdownTimeout.Duration <= 0 {
 		p.add("server.shutdownTimeout", "must be greater than 0")
 	}
-	s.TrustedPrefixes = nil
-	for i, raw := range s.TrustedProxies {
-		prefix, err := parsePrefix(raw)
-		if err != nil {
-			p.add(fmt.Sprintf("server.trustedProxies[%d]", i), "%q is neither a CIDR nor an IP address", raw)
-			continue
-		}
-		s.TrustedPrefixes = append(s.TrustedPrefixes, prefix)
-	}
+	parseTrustedProxies(p, s.TrustedProxies)
 }
 
 func checkHostPort(p *problems, path, addr string) {
@@ -100,17 +94,31 @@ func hasControl(s string) bool {
 }
 
 // ParseTrustedProxies parses server.trustedProxies: each a CIDR or a
-// single IP, which becomes a /32 or /128.
+// single IP, which becomes a /32 or /128. Every entry that is neither is
+// reported at its YAML path. Validate checks the list with it;
+// handlers.NewRouter takes its prefixes.
 func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var p problems
+	prefixes := parseTrustedProxies(&p, list)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return prefixes, nil
+}
+
+// parseTrustedProxies parses list, reporting each entry that is neither a
+// CIDR nor an IP address.
+func parseTrustedProxies(p *problems, list []string) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(list))
 	for i, raw := range list {
 		prefix, err := parsePrefix(raw)
 		if err != nil {
-			return nil, fmt.Errorf("server.trustedProxies[%d]: %q is neither a CIDR nor an IP address", i, raw)
+			p.add(fmt.Sprintf("server.trustedProxies[%d]", i), "%q is neither a CIDR nor an IP address", raw)
+			continue
 		}
 		out = append(out, prefix)
 	}
-	return out, nil
+	return out
 }
 
 // parsePrefix accepts a CIDR or a single IP, which becomes a /32 or /128.
@@ -209,6 +217,10 @@ func checkURL(p *problems, path, raw string) bool {
 var cookieSuffixRE = regexp.MustCompile(`_[0-9]+$`)
 
 func (s *Session) validate(p *problems) {
+	// Parse reports a secretsFile it could not read; then Secrets is empty.
+	if len(s.Secrets) == 0 && s.SecretsFile == "" {
+		p.add("session.secrets", "%s", secretsRequired)
+	}
 	s.decodeKeys(p)
 	s.validateCookie(p)
 	if s.MaxAge.Duration <= 0 {
@@ -258,23 +270,50 @@ func (r *Redis) validate(p *problems) {
 	}
 }
 
-// decodeKeys decodes Secrets into Keys, in order.
-func (s *Session) decodeKeys(p *problems) {
-	s.Keys = nil
-	if len(s.Secrets) == 0 {
-		if s.SecretsFile == "" {
-			p.add("session.secrets", `required: set session.secrets or session.secretsFile (generate one with "extauth keygen")`)
-		}
-		return
+// DecodeKeys decodes Secrets into the session keys, in order: the first
+// encodes, all decode. Each secret that does not decode is reported at its
+// YAML path (or its session.secretsFile line); no error quotes a secret.
+// Validate checks the secrets with it; server.New takes its keys.
+func (s *Session) DecodeKeys() ([][]byte, error) {
+	var p problems
+	keys := s.decodeKeys(&p)
+	if err := p.err(); err != nil {
+		return nil, err
 	}
+	if len(keys) == 0 {
+		if s.SecretsFile != "" {
+			return nil, errors.New("session.secretsFile: not read: Load or Parse reads it into session.secrets")
+		}
+		return nil, errors.New("session.secrets: " + secretsRequired)
+	}
+	return keys, nil
+}
+
+const secretsRequired = `required: set session.secrets or session.secretsFile (generate one with "extauth keygen")`
+
+// MustDecodeKeys is DecodeKeys for a configuration that Parse or Validate
+// accepted; it panics otherwise.
+func (s *Session) MustDecodeKeys() [][]byte {
+	keys, err := s.DecodeKeys()
+	if err != nil {
+		panic("config: " + err.Error())
+	}
+	return keys
+}
+
+// decodeKeys decodes Secrets, in order, reporting each one that does not
+// decode.
+func (s *Session) decodeKeys(p *problems) [][]byte {
+	keys := make([][]byte, 0, len(s.Secrets))
 	for i, secret := range s.Secrets {
 		key, err := decodeSecret(secret)
 		if err != nil {
 			p.add(s.secretPath(i), "%v", err)
 			continue
 		}
-		s.Keys = append(s.Keys, key)
+		keys = append(keys, key)
 	}
+	return keys
 }
 
 // secretPath names where Secrets[i] came from: the file's line, or the list.
@@ -314,10 +353,9 @@ func (s *Session) validateCookie(p *problems) {
 	case cookieSuffixRE.MatchString(name):
 		p.add("session.cookieName", `%q must not end in "_<digits>" (the suffix of split cookie parts)`, name)
 	}
-	s.CookieSameSite = strings.ToLower(s.CookieSameSite)
-	switch s.CookieSameSite {
-	case "lax", "strict":
-	case "none":
+	switch s.SameSite() {
+	case http.SameSiteLaxMode, http.SameSiteStrictMode:
+	case http.SameSiteNoneMode:
 		// Browsers drop SameSite=None cookies without Secure.
 		if !s.CookieSecure {
 			p.add("session.cookieSameSite", `"none" requires session.cookieSecure: true`)
@@ -331,6 +369,20 @@ func (s *Session) validateCookie(p *problems) {
 	if d := s.CookieDomain; d != "" && !validHostname(strings.TrimPrefix(d, ".")) {
 		p.add("session.cookieDomain", "%q is not a hostname (optionally with a leading dot)", d)
 	}
+}
+
+// SameSite is session.cookieSameSite, in any case, as the cookie attribute;
+// 0 when it is none of lax, strict and none (which Validate rejects).
+func (s *Session) SameSite() http.SameSite {
+	switch strings.ToLower(s.CookieSameSite) {
+	case "lax":
+		return http.SameSiteLaxMode
+	case "strict":
+		return http.SameSiteStrictMode
+	case "none":
+		return http.SameSiteNoneMode
+	}
+	return 0
 }
 
 // isToken reports whether s is an RFC 6265 cookie-name token: visible ASCII

@@ -117,7 +117,7 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func discardLogger() *slog.Logger {
 // TicketStore on a test backend), the rest unchanged.
 func (e *testEnv) withSessions(build func(codec *session.Codec, opts session.Options, now func() time.Time) SessionStore) *testEnv {
 	e.t.Helper()
-	codec, err := session.NewCodec(e.cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(e.cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		e.t.Fatal(err)
 	}

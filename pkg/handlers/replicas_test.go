@@ -46,7 +46,7 @@ func (e *testEnv) replica(redisAddr, store string) *testEnv {
 	if err := p.Discover(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := redisstore.New(cfg.Session.Redis, m, log)
+	rs, err := redisstore.New(redisstore.Options{Address: redisAddr, KeyPrefix: cfg.Session.Redis.KeyPrefix}, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func (e *testEnv) replica(redisAddr, store string) *testEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go logouts.Run(ctx)
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}

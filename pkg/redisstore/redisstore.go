@@ -21,7 +21,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/metrics"
 )
 
@@ -42,16 +41,50 @@ type Store struct {
 	log     *slog.Logger
 }
 
-// New connects (lazily) to the Redis of cfg: one server, or a master found
-// through Sentinel; with password and TLS when configured.
-func New(cfg config.Redis, m *metrics.Metrics, log *slog.Logger) (*Store, error) {
+// Options say which Redis to use and how to reach it (server.New fills
+// them from session.redis).
+type Options struct {
+	// Address is host:port. Unused with MasterName.
+	Address string
+	// MasterName, when set, finds the master through the Sentinels at
+	// SentinelAddresses (host:port), which SentinelPassword, if any,
+	// authenticates to.
+	MasterName        string
+	SentinelAddresses []string
+	SentinelPassword  string
+	// Username (an ACL user, Redis 6+) and Password authenticate to Redis;
+	// empty: the default user, no password.
+	Username string
+	Password string
+	// DB is the database number.
+	DB int
+	// KeyPrefix prefixes every key the Store writes.
+	KeyPrefix string
+	// TLS, when not nil, connects to Redis (and the Sentinels) with TLS.
+	TLS *TLS
+}
+
+// TLS configures TLS to Redis and to the Sentinels.
+type TLS struct {
+	// CAPEM is a PEM CA bundle for the server's certificate; empty: the
+	// system's roots.
+	CAPEM []byte
+	// ServerName overrides the name checked in the server's certificate.
+	ServerName string
+	// InsecureSkipVerify turns certificate checks off: for tests only.
+	InsecureSkipVerify bool
+}
+
+// New connects (lazily) to the Redis of o: one server, or a master found
+// through Sentinel; with password and TLS when given.
+func New(o Options, m *metrics.Metrics, log *slog.Logger) (*Store, error) {
 	opts := &redis.UniversalOptions{
-		Addrs:            []string{cfg.Address},
-		Username:         cfg.Username,
-		Password:         cfg.Password,
-		DB:               cfg.DB,
-		MasterName:       cfg.Sentinel.MasterName,
-		SentinelPassword: cfg.Sentinel.Password,
+		Addrs:            []string{o.Address},
+		Username:         o.Username,
+		Password:         o.Password,
+		DB:               o.DB,
+		MasterName:       o.MasterName,
+		SentinelPassword: o.SentinelPassword,
 		ClientName:       "extauth",
 		DialTimeout:      dialTimeout,
 		ReadTimeout:      ioTimeout,
@@ -76,10 +109,10 @@ func New(cfg config.Redis, m *metrics.Metrics, log *slog.Logger) (*Store, error)
 		ReadBufferSize:  16 << 10,
 		WriteBufferSize: 16 << 10,
 	}
-	if cfg.Sentinel.MasterName != "" {
-		opts.Addrs = cfg.Sentinel.Addresses
+	if o.MasterName != "" {
+		opts.Addrs = o.SentinelAddresses
 	}
-	if !cfg.TLS.Enabled {
+	if o.TLS == nil {
 		// go-redis peeks at a pooled connection (a recvfrom syscall) before
 		// every command to see whether the server closed it: on the Redis
 		// store's check path, a third syscall beside the command's write and
@@ -94,18 +127,18 @@ func New(cfg config.Redis, m *metrics.Metrics, log *slog.Logger) (*Store, error)
 			return unpeekedConn{c}, nil
 		}
 	}
-	if cfg.TLS.Enabled {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.TLS.ServerName, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify}
-		if len(cfg.TLS.CAPEM) > 0 {
+	if o.TLS != nil {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.TLS.ServerName, InsecureSkipVerify: o.TLS.InsecureSkipVerify}
+		if len(o.TLS.CAPEM) > 0 {
 			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(cfg.TLS.CAPEM) {
-				return nil, errors.New("session.redis.tls.caFile: no PEM certificate")
+			if !tc.RootCAs.AppendCertsFromPEM(o.TLS.CAPEM) {
+				return nil, errors.New("tls: no PEM certificate in the CA bundle")
 			}
 		}
 		opts.TLSConfig = tc
 	}
 	logOnce.Do(func() { redis.SetLogger(clientLogger{log}) })
-	return &Store{client: redis.NewUniversalClient(opts), prefix: cfg.KeyPrefix, metrics: m, log: log}, nil
+	return &Store{client: redis.NewUniversalClient(opts), prefix: o.KeyPrefix, metrics: m, log: log}, nil
 }
 
 // go-redis logs through one package-level logger: route it, once, to slog

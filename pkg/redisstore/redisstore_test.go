@@ -30,20 +30,19 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/extauth/extauth/internal/testenv"
-	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/refresh"
 	"github.com/extauth/extauth/pkg/session"
 )
 
-func newStore(t *testing.T, cfg config.Redis) (*Store, *metrics.Metrics) {
+func newStore(t *testing.T, o Options) (*Store, *metrics.Metrics) {
 	t.Helper()
-	if cfg.KeyPrefix == "" {
-		cfg.KeyPrefix = "extauth:"
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = "extauth:"
 	}
 	m := metrics.New(prometheus.NewRegistry(), "test")
-	s, err := New(cfg, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(o, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +59,7 @@ func raw(t *testing.T, addr string) *redis.Client {
 
 func TestSessionsBackend(t *testing.T) {
 	r := testenv.StartRedis(t)
-	s, m := newStore(t, config.Redis{Address: r.Addr})
+	s, m := newStore(t, Options{Address: r.Addr})
 	b := Sessions{Store: s}
 	ctx := context.Background()
 
@@ -107,7 +106,7 @@ func TestSessionsBackend(t *testing.T) {
 // rewrites the value without a new cookie; Clear deletes it.
 func TestTicketStoreInRedis(t *testing.T) {
 	r := testenv.StartRedis(t)
-	s, _ := newStore(t, config.Redis{Address: r.Addr})
+	s, _ := newStore(t, Options{Address: r.Addr})
 	codec, err := session.NewCodec([][]byte{bytes.Repeat([]byte("k"), 32)}, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +195,7 @@ func TestTicketStoreInRedis(t *testing.T) {
 func replicas(t *testing.T, addr string, n int, lease time.Duration) []*Coordinator {
 	cs := make([]*Coordinator, n)
 	for i := range cs {
-		s, _ := newStore(t, config.Redis{Address: addr})
+		s, _ := newStore(t, Options{Address: addr})
 		cs[i] = NewCoordinator(s, 30*time.Second)
 		if lease > 0 {
 			cs[i].lease = lease
@@ -332,7 +331,7 @@ func TestLogoutsReachEveryReplica(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := func() *Logouts {
-		s, _ := newStore(t, config.Redis{Address: r.Addr})
+		s, _ := newStore(t, Options{Address: r.Addr})
 		l := NewLogouts(s, time.Now)
 		go l.Run(ctx)
 		select {
@@ -404,11 +403,11 @@ func TestLogoutsReachEveryReplica(t *testing.T) {
 
 func TestPasswordAndDB(t *testing.T) {
 	r := testenv.StartRedis(t, "requirepass s3cret")
-	bad, _ := newStore(t, config.Redis{Address: r.Addr, Password: "wrong"})
+	bad, _ := newStore(t, Options{Address: r.Addr, Password: "wrong"})
 	if err := bad.Ping(context.Background()); err == nil {
 		t.Error("a wrong password was accepted")
 	}
-	s, _ := newStore(t, config.Redis{Address: r.Addr, Password: "s3cret", DB: 3})
+	s, _ := newStore(t, Options{Address: r.Addr, Password: "s3cret", DB: 3})
 	if err := (Sessions{Store: s}).Set(context.Background(), "extauth:k", []byte("v"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -425,15 +424,15 @@ func TestTLS(t *testing.T) {
 	r := testenv.StartRedis(t, "port 0", "tls-port {port}",
 		"tls-cert-file "+filepath.Join(dir, "cert.pem"), "tls-key-file "+filepath.Join(dir, "key.pem"),
 		"tls-ca-cert-file "+filepath.Join(dir, "cert.pem"), "tls-auth-clients no")
-	plain, _ := newStore(t, config.Redis{Address: r.Addr})
+	plain, _ := newStore(t, Options{Address: r.Addr})
 	if err := plain.Ping(context.Background()); err == nil {
 		t.Error("plain TCP to a TLS-only redis succeeded")
 	}
-	s, _ := newStore(t, config.Redis{Address: r.Addr, TLS: config.RedisTLS{Enabled: true, CAPEM: caPEM, ServerName: "redis.test"}})
+	s, _ := newStore(t, Options{Address: r.Addr, TLS: &TLS{CAPEM: caPEM, ServerName: "redis.test"}})
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatalf("TLS with the CA: %v", err)
 	}
-	other, _ := newStore(t, config.Redis{Address: r.Addr, TLS: config.RedisTLS{Enabled: true, ServerName: "redis.test"}})
+	other, _ := newStore(t, Options{Address: r.Addr, TLS: &TLS{ServerName: "redis.test"}})
 	if err := other.Ping(context.Background()); err == nil {
 		t.Error("TLS without the CA accepted an unknown certificate")
 	}
@@ -458,7 +457,7 @@ func TestSentinel(t *testing.T) {
 		}
 		return err == nil
 	})
-	s, _ := newStore(t, config.Redis{Sentinel: config.RedisSentinel{MasterName: "mymaster", Addresses: []string{addr}}})
+	s, _ := newStore(t, Options{MasterName: "mymaster", SentinelAddresses: []string{addr}})
 	if err := (Sessions{Store: s}).Set(context.Background(), "extauth:via-sentinel", []byte("v"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -503,7 +502,7 @@ func writeCert(t *testing.T, dir string) []byte {
 // retried on a new connection instead of failing.
 func TestRedisRestartedBetweenCommands(t *testing.T) {
 	r := testenv.StartRedis(t)
-	s, m := newStore(t, config.Redis{Address: r.Addr})
+	s, m := newStore(t, Options{Address: r.Addr})
 	b := Sessions{Store: s}
 	ctx := context.Background()
 	if err := b.Set(ctx, "extauth:session:x", []byte("v"), time.Minute); err != nil {

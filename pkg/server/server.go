@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,12 +35,17 @@ type Server struct {
 	logouts  *redisstore.Logouts // nil without Redis
 }
 
-// New builds every part from cfg; it does no network I/O.
+// New builds every part from cfg, deriving what each package takes (the CA
+// bundles read, the session keys decoded); it does no network I/O.
 func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	now := time.Now
 
+	ca, err := config.ReadCA(cfg.OIDC.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("oidc.caFile: %w", err)
+	}
 	p, err := provider.New(provider.Config{
 		IssuerURL:       cfg.OIDC.IssuerURL,
 		ClientID:        cfg.OIDC.ClientID,
@@ -51,13 +55,17 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		ExtraAuthParams: cfg.OIDC.ExtraAuthParams,
 		RevocationURL:   cfg.OIDC.RevocationURL,
 		EndSessionURL:   cfg.OIDC.EndSessionURL,
-		CAPEM:           cfg.OIDC.CAPEM,
+		CAPEM:           ca,
 		BearerAudiences: cfg.Authorization.BearerAudiences,
 	}, now, log, m)
 	if err != nil {
 		return nil, err
 	}
-	codec, err := session.NewCodec(cfg.Session.Keys, rand.Reader)
+	keys, err := cfg.Session.DecodeKeys()
+	if err != nil {
+		return nil, err
+	}
+	codec, err := session.NewCodec(keys, rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("session.secrets: %w", err)
 	}
@@ -74,8 +82,12 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		Rand:     rand.Reader,
 	}
 	if cfg.Session.RedisUsed() {
-		if srv.redis, err = redisstore.New(cfg.Session.Redis, m, log); err != nil {
+		ropts, err := redisOptions(cfg.Session.Redis)
+		if err != nil {
 			return nil, err
+		}
+		if srv.redis, err = redisstore.New(ropts, m, log); err != nil {
+			return nil, fmt.Errorf("session.redis: %w", err)
 		}
 		srv.logouts = redisstore.NewLogouts(srv.redis, now)
 		deps.Logouts = srv.logouts
@@ -104,17 +116,39 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	return srv, nil
 }
 
+// redisOptions are redisstore's options from session.redis, with the CA
+// bundle read.
+func redisOptions(r config.Redis) (redisstore.Options, error) {
+	o := redisstore.Options{
+		Address:   r.Address,
+		Username:  r.Username,
+		Password:  r.Password,
+		DB:        r.DB,
+		KeyPrefix: r.KeyPrefix,
+	}
+	if r.Sentinel.MasterName != "" {
+		o.MasterName = r.Sentinel.MasterName
+		o.SentinelAddresses = r.Sentinel.Addresses
+		o.SentinelPassword = r.Sentinel.Password
+	}
+	if r.TLS.Enabled {
+		ca, err := config.ReadCA(r.TLS.CAFile)
+		if err != nil {
+			return redisstore.Options{}, fmt.Errorf("session.redis.tls.caFile: %w", err)
+		}
+		o.TLS = &redisstore.TLS{CAPEM: ca, ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify}
+	}
+	return o, nil
+}
+
 // CookieOptions are the session cookie attributes from session.*.
 func CookieOptions(cfg *config.Config) session.Options {
-	sameSite := map[string]http.SameSite{
-		"lax": http.SameSiteLaxMode, "strict": http.SameSiteStrictMode, "none": http.SameSiteNoneMode,
-	}[strings.ToLower(cfg.Session.CookieSameSite)]
 	return session.Options{
 		Name:     cfg.Session.CookieName,
 		Domain:   cfg.Session.CookieDomain,
 		Path:     cfg.Session.CookiePath,
 		Secure:   cfg.Session.CookieSecure,
-		SameSite: sameSite,
+		SameSite: cfg.Session.SameSite(),
 		// Only the headers need the access token in the session; revoking
 		// the refresh token at sign-out covers it otherwise.
 		AccessTokenOptional: !cfg.Headers.AccessToken && !cfg.Headers.Authorization,

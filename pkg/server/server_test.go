@@ -2,16 +2,27 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
+	"github.com/extauth/extauth/pkg/redisstore"
 )
 
 func TestPprofOptIn(t *testing.T) {
@@ -166,4 +177,75 @@ func TestServeWithRedisDown(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestRedisOptions: session.redis maps onto redisstore's options, the CA
+// bundle read from its file.
+func TestRedisOptions(t *testing.T) {
+	caPEM := selfSignedPEM(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := config.Redis{
+		Enabled: true, Address: "unused:6379", Username: "u", Password: "p", DB: 2, KeyPrefix: "x:",
+		TLS:      config.RedisTLS{Enabled: true, CAFile: caFile, ServerName: "redis.test"},
+		Sentinel: config.RedisSentinel{MasterName: "m", Addresses: []string{"s0:26379", "s1:26379"}, Password: "sp"},
+	}
+	got, err := redisOptions(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := redisstore.Options{
+		Address: "unused:6379", Username: "u", Password: "p", DB: 2, KeyPrefix: "x:",
+		MasterName: "m", SentinelAddresses: []string{"s0:26379", "s1:26379"}, SentinelPassword: "sp",
+		TLS: &redisstore.TLS{CAPEM: caPEM, ServerName: "redis.test"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("redisOptions =\n%+v\nwant\n%+v", got, want)
+	}
+
+	plain, err := redisOptions(config.Redis{Address: "redis:6379", KeyPrefix: "x:", Sentinel: config.RedisSentinel{Password: "unused"}})
+	if err != nil || !reflect.DeepEqual(plain, redisstore.Options{Address: "redis:6379", KeyPrefix: "x:"}) {
+		t.Errorf("without TLS and Sentinel: %+v, %v", plain, err)
+	}
+
+	r.TLS.CAFile = filepath.Join(t.TempDir(), "gone.pem")
+	if _, err := redisOptions(r); err == nil || !strings.HasPrefix(err.Error(), "session.redis.tls.caFile: ") {
+		t.Errorf("missing CA file: %v", err)
+	}
+}
+
+// TestNewReadsCA: New reads oidc.caFile and names it when it cannot.
+func TestNewReadsCA(t *testing.T) {
+	cfg := config.Default()
+	cfg.OIDC.IssuerURL, cfg.OIDC.ClientID = "https://idp.example.com", "extauth"
+	cfg.Session.Secrets = []string{"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+	cfg.OIDC.CAFile = filepath.Join(t.TempDir(), "gone.pem")
+	if _, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil || !strings.HasPrefix(err.Error(), "oidc.caFile: ") {
+		t.Errorf("New with a missing oidc.caFile: %v", err)
+	}
+}
+
+// selfSignedPEM returns a PEM-encoded self-signed CA certificate.
+func selfSignedPEM(t *testing.T) []byte {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
