@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -38,6 +39,10 @@ type Server struct {
 // New builds every part from cfg, deriving what each package takes (the CA
 // bundles read, the session keys decoded); it does no network I/O.
 func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) {
+	// gin's debug mode prints every route and warns on stdout; extauth
+	// logs through slog. The mode is gin's one global, set here for the
+	// process rather than by the handlers package when it is imported.
+	gin.SetMode(gin.ReleaseMode)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	now := time.Now
