@@ -100,9 +100,32 @@ func (h *handler) currentSession(w http.ResponseWriter, r *http.Request, rl *req
 	return h.refreshed(w, r, rl, st, res, err)
 }
 
-// refreshed answers a refresh: the one place its outcomes become cookies,
-// metrics and log reasons.
+// refreshed answers a refresh that ran: the one place its outcomes
+// become cookies, metrics and log reasons.
 func (h *handler) refreshed(w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
+	if err != nil {
+		return h.refreshFailed(w, r, rl, st, res, err)
+	}
+	result := metrics.RefreshSuccess
+	if res.Status == refresh.Shared {
+		result = metrics.RefreshShared
+	}
+	h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
+	if res.CookieBytes > 0 {
+		h.Metrics.SessionCookieBytes.Observe(float64(res.CookieBytes))
+	}
+	if res.Sealed != nil {
+		h.Sessions.WriteSealed(w, r, res.Sealed)
+	}
+	rl.reason = "refreshed (" + result + ")"
+	rl.newCookie = res.NewCookie
+	return res.State, nil
+}
+
+// refreshFailed answers Refresh's typed errors. (Apart from refreshed:
+// errors.As makes its targets escape, which would cost every refresh
+// three allocations.)
+func (h *handler) refreshFailed(w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
 	var over *refresh.SessionOver
 	var down *refresh.ProviderDown
 	var unstored *refresh.StoreFailed
@@ -130,23 +153,8 @@ func (h *handler) refreshed(w http.ResponseWriter, r *http.Request, rl *reqLog, 
 		h.Log.Error("refreshed session could not be stored; the next check retries", "sub", st.Subject, "error", unstored.Err)
 		rl.reason = "refreshed, but the session could not be stored"
 		return res.State, nil
-	case err != nil:
-		return nil, unauthenticated("refresh: " + err.Error())
 	}
-	result := metrics.RefreshSuccess
-	if res.Status == refresh.Shared {
-		result = metrics.RefreshShared
-	}
-	h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
-	if res.CookieBytes > 0 {
-		h.Metrics.SessionCookieBytes.Observe(float64(res.CookieBytes))
-	}
-	if res.Sealed != nil {
-		h.Sessions.WriteSealed(w, r, res.Sealed)
-	}
-	rl.reason = "refreshed (" + result + ")"
-	rl.newCookie = res.NewCookie
-	return res.State, nil
+	return nil, unauthenticated("refresh: " + err.Error())
 }
 
 // ended reports whether a logout record covers the session: its provider
