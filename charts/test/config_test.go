@@ -1,24 +1,17 @@
 package charttest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 )
 
@@ -222,7 +215,7 @@ func existingSecrets(t *testing.T) map[string]map[string][]byte {
 		},
 		"my-secret":   {"client-secret": []byte("x"), "session-secrets": []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")},
 		"redis-creds": {"password": []byte("from-redis-creds\n"), "redis-password": []byte("default-key")},
-		"redis-ca":    {"ca.crt": testCAPEM(t), "tls.crt": []byte("not read")},
+		"redis-ca":    {"ca.crt": testenv.SelfSignedCAPEM(t, "test redis CA"), "tls.crt": []byte("not read")},
 	}
 }
 
@@ -326,27 +319,4 @@ func readCA(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return pem
-}
-
-// testCAPEM is a self-signed CA certificate in PEM, for redis.tls.caSecret.
-func testCAPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test redis CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

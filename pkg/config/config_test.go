@@ -2,19 +2,12 @@ package config
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/netip"
 	"os"
@@ -23,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/extauth/extauth/internal/testenv"
 )
 
 // key is a 32-byte session key; the bytes 0xfb 0xff make its standard and
@@ -487,7 +482,7 @@ func TestValidate(t *testing.T) {
 // validated, and every call gives the same answer.
 func TestValidateChangesNothing(t *testing.T) {
 	secrets := writeFile(t, "secrets", "# current\n"+urlSecret+"\n"+stdSecret+"\n")
-	ca := writeFile(t, "ca.pem", string(selfSignedPEM(t)))
+	ca := writeFile(t, "ca.pem", string(testenv.SelfSignedCAPEM(t, "test CA")))
 	tests := []struct {
 		name  string
 		build func() *Config
@@ -767,31 +762,8 @@ func TestSecretsNotInErrors(t *testing.T) {
 	requireErrors(t, err, "session.secrets: expected a list, got a string")
 }
 
-// selfSignedPEM returns a PEM-encoded self-signed CA certificate.
-func selfSignedPEM(t *testing.T) []byte {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
 func TestCAFile(t *testing.T) {
-	cert := selfSignedPEM(t)
+	cert := testenv.SelfSignedCAPEM(t, "test CA")
 	withCA := func(path string) string {
 		return strings.Replace(minimal, "clientID: extauth", "clientID: extauth\n  caFile: "+path, 1)
 	}
@@ -819,7 +791,7 @@ func TestCAFile(t *testing.T) {
 }
 
 func TestReadCA(t *testing.T) {
-	cert := selfSignedPEM(t)
+	cert := testenv.SelfSignedCAPEM(t, "test CA")
 	path := writeFile(t, "ca.pem", string(cert))
 	if got, err := ReadCA(path); err != nil || !bytes.Equal(got, cert) {
 		t.Errorf("ReadCA(certificate) = %q, %v; want the file's content", got, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
@@ -28,22 +29,7 @@ import (
 )
 
 // clock is the test's one clock, shared by extauth and the fake provider.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+type clock = testenv.Clock
 
 // testEnv is extauth's router wired to a fake provider.
 type testEnv struct {
@@ -89,7 +75,7 @@ const testRefreshTimeout = time.Second
 // update turns the fake provider off with a fault first.
 func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providertest.Option) *testEnv {
 	t.Helper()
-	clk := &clock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testenv.NewClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	idp := providertest.New(t, append([]providertest.Option{providertest.WithClock(clk.Now)}, idpOpts...)...)
 
 	cfg := config.Default()

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/provider/providertest"
@@ -31,24 +32,9 @@ const callback = "https://app.example.com/oauth2/callback"
 
 // clock is the test's one clock, shared by extauth and the fake provider:
 // expiry and the key refetch throttle move with it, never with sleeps.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type clock = testenv.Clock
 
-func newClock() *clock { return &clock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *clock { return testenv.NewClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)) }
 
 // env is a provider.Provider configured for a providertest fake.
 type env struct {

@@ -2,15 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/redisstore"
@@ -182,7 +176,7 @@ func TestServeWithRedisDown(t *testing.T) {
 // TestRedisOptions: session.redis maps onto redisstore's options, the CA
 // bundle read from its file.
 func TestRedisOptions(t *testing.T) {
-	caPEM := selfSignedPEM(t)
+	caPEM := testenv.SelfSignedCAPEM(t, "test CA")
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
 		t.Fatal(err)
@@ -225,27 +219,4 @@ func TestNewReadsCA(t *testing.T) {
 	if _, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test"); err == nil || !strings.HasPrefix(err.Error(), "oidc.caFile: ") {
 		t.Errorf("New with a missing oidc.caFile: %v", err)
 	}
-}
-
-// selfSignedPEM returns a PEM-encoded self-signed CA certificate.
-func selfSignedPEM(t *testing.T) []byte {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
