@@ -230,7 +230,7 @@ func TestCases(t *testing.T) {
 
 	// A small storm against the built binary (TestRefreshStorm runs the
 	// full one in-process).
-	storm, err := runStorm(ctx, b.tb, stormOptions{Sessions: 10, PerSession: 5}, b.stormExtauth)
+	storm, err := runStorm(ctx, stormOptions{Sessions: 10, PerSession: 5}, b.stormExtauth)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/provider/providertest"
 )
 
 func main() {
@@ -121,7 +122,7 @@ type bench struct {
 	benchDir  string
 	dir       string // temporary: binaries, configs, logs
 	ps        *procs
-	tb        *runTB
+	idp       *providertest.Provider
 	nginx     *nginxSetup
 	extauth   string // binary
 	issuer    string
@@ -144,7 +145,7 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, o options) (*bench, error) {
-	b := &bench{o: o, ps: &procs{}, tb: &runTB{}}
+	b := &bench{o: o, ps: &procs{}}
 	var err error
 	if b.repoRoot, err = findModuleRoot("github.com/extauth/extauth"); err != nil {
 		return nil, err
@@ -172,8 +173,10 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 	}
 
 	// The provider (on the real clock) for discovery and the sign-ins.
-	idp := oktaShapedProvider(b.tb, ts, claims)
-	b.issuer, b.clientID, b.clientSec = idp.Issuer, idp.ClientID, idp.ClientSecret
+	if b.idp, err = oktaShapedProvider(ts, claims); err != nil {
+		return b, err
+	}
+	b.issuer, b.clientID, b.clientSec = b.idp.Issuer, b.idp.ClientID, b.idp.ClientSecret
 
 	logf("building extauth (as make build does)")
 	b.extauth = filepath.Join(b.dir, "extauth")
@@ -216,7 +219,9 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 
 func (b *bench) close() {
 	b.ps.stopAll()
-	b.tb.close()
+	if b.idp != nil {
+		b.idp.Close()
+	}
 	if b.dir != "" {
 		if b.o.keep {
 			logf("kept %s", b.dir)
@@ -548,7 +553,7 @@ func (b *bench) run(ctx context.Context) error {
 	if !b.o.noStorm {
 		logf("refresh storm: %d sessions × %d concurrent checks", b.o.storm.Sessions, b.o.storm.PerSession)
 		stormCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-		storm, stormErr = runStorm(stormCtx, b.tb, b.o.storm, b.stormExtauth)
+		storm, stormErr = runStorm(stormCtx, b.o.storm, b.stormExtauth)
 		cancel()
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted: %w", ctx.Err())

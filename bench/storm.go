@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/extauth/extauth/pkg/config"
@@ -116,12 +115,16 @@ type stormRunner func(ctx context.Context, conf func(addr, metricsAddr string) s
 // through /oauth2/start → /authorize → /oauth2/callback, waits for the
 // access tokens to expire, then sends o.PerSession concurrent checks for
 // every session at once.
-func runStorm(ctx context.Context, tb testing.TB, o stormOptions, run stormRunner) (*stormResult, error) {
+func runStorm(ctx context.Context, o stormOptions, run stormRunner) (*stormResult, error) {
 	if o.Sessions < 1 || o.PerSession < 1 {
 		return nil, fmt.Errorf("storm: %d sessions × %d checks: both must be at least 1", o.Sessions, o.PerSession)
 	}
 	const accessTTL = 2 * time.Second
-	idp := providertest.New(tb, providertest.WithClock(time.Now), providertest.WithAccessTokenTTL(accessTTL))
+	idp, err := providertest.Start(providertest.WithClock(time.Now), providertest.WithAccessTokenTTL(accessTTL))
+	if err != nil {
+		return nil, fmt.Errorf("storm: %w", err)
+	}
+	defer idp.Close()
 
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)

@@ -60,7 +60,7 @@ func TestRefreshStorm(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := runStorm(ctx, t, stormOptions{Sessions: 200, PerSession: 20}, inProcessExtauth)
+	res, err := runStorm(ctx, stormOptions{Sessions: 200, PerSession: 20}, inProcessExtauth)
 	if err != nil {
 		t.Fatal(err)
 	}
