@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 )
@@ -128,14 +129,14 @@ type bench struct {
 func newBench(ctx context.Context, o options) (*bench, error) {
 	b := &bench{o: o, ps: &procs{}}
 	var err error
-	if b.repoRoot, err = findModuleRoot("github.com/extauth/extauth"); err != nil {
+	if b.repoRoot, err = testenv.FindRepoRoot(); err != nil {
 		return nil, err
 	}
 	b.benchDir = filepath.Join(b.repoRoot, "bench")
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return nil, errors.New("wrk not found: apt-get install -y wrk")
 	}
-	if b.nginx, err = findNginx(b.repoRoot, o.nginxWorkers); err != nil {
+	if b.nginx, err = findNginx(o.nginxWorkers); err != nil {
 		return nil, err
 	}
 	if b.self, err = os.Executable(); err != nil {
@@ -146,7 +147,7 @@ func newBench(ctx context.Context, o options) (*bench, error) {
 	}
 	b.machine = readMachine(b.nginx)
 	if o.tokenset == "" {
-		o.tokenset = filepath.Join(b.repoRoot, "..", "shared", "testdata", "tokensets", "okta.json")
+		o.tokenset = testenv.TokenSetPath(b.repoRoot, "okta")
 	}
 	ts, claims, err := loadTokenSet(o.tokenset)
 	if err != nil {
@@ -252,26 +253,6 @@ func (b *bench) run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// findModuleRoot walks up from the working directory to the folder whose
-// go.mod declares module.
-func findModuleRoot(module string) (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			strings.HasPrefix(string(b), "module "+module+"\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of %s above the working directory", module)
-		}
-		dir = parent
-	}
 }
 
 func logf(format string, args ...any) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/extauth/extauth/internal/testenv"
 )
 
 const oauth2ProxyModule = "github.com/oauth2-proxy/oauth2-proxy/v7"
@@ -47,7 +49,7 @@ type oauth2Proxy struct {
 }
 
 func newOAuth2Proxy(bin, issuer, clientID, clientSecret string) (*oauth2Proxy, error) {
-	port, err := freePort()
+	port, err := testenv.PickPort()
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +81,7 @@ func (o *oauth2Proxy) start(ctx context.Context, ps *procs, dir string) (*proc, 
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, p, "http://"+o.Addr+"/ping", 20*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, "http://"+o.Addr+"/ping", 20*time.Second, testenv.Alive(p.alive)); err != nil {
 		p.stop()
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/extauth/extauth/internal/testenv"
 )
 
 // service is an auth process under test.
@@ -61,11 +63,11 @@ session:
 // for its two listeners, and waits until /readyz answers 200 (the
 // provider discovered).
 func (b *bench) startExtauthWith(ctx context.Context, name string, conf func(addr, metricsAddr string) string) (*service, error) {
-	port, err := freePort()
+	port, err := testenv.PickPort()
 	if err != nil {
 		return nil, err
 	}
-	mport, err := freePort()
+	mport, err := testenv.PickPort()
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +79,7 @@ func (b *bench) startExtauthWith(ctx context.Context, name string, conf func(add
 	if s.proc, err = b.ps.start(name, filepath.Join(b.dir, name+".log"), syscall.SIGTERM, b.extauth, "serve", "--config", file); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, s.proc, "http://"+s.addr+"/readyz", 15*time.Second); err != nil {
-		s.proc.stop()
-		return nil, err
-	}
-	if err := waitStatus(ctx, "http://"+s.addr+"/readyz", http.StatusOK, 15*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, "http://"+s.addr+"/readyz", 15*time.Second, testenv.WantStatus(http.StatusOK), testenv.Alive(s.proc.alive)); err != nil {
 		s.proc.stop()
 		return nil, fmt.Errorf("%w: %s", err, s.proc.tail())
 	}
@@ -144,7 +142,7 @@ func (b *bench) stormExtauth(ctx context.Context, conf func(addr, metricsAddr st
 }
 
 func (b *bench) startFloorGo(ctx context.Context) (*service, error) {
-	port, err := freePort()
+	port, err := testenv.PickPort()
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +150,7 @@ func (b *bench) startFloorGo(ctx context.Context) (*service, error) {
 	if s.proc, err = b.ps.start("floor-go", filepath.Join(b.dir, "floor-go.log"), syscall.SIGTERM, b.self, "floor-go", s.addr); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, s.proc, "http://"+s.addr+"/", 10*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, "http://"+s.addr+"/", 10*time.Second, testenv.Alive(s.proc.alive)); err != nil {
 		s.proc.stop()
 		return nil, err
 	}

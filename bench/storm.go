@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/server"
@@ -159,7 +160,7 @@ logging:
 	}
 	defer srv.stop()
 	base := srv.base
-	if err := waitStatus(ctx, base+"/oauth2/start", http.StatusFound, 15*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, base+"/oauth2/start", 15*time.Second, testenv.WantStatus(http.StatusFound)); err != nil {
 		return nil, fmt.Errorf("extauth never discovered the provider: %w", err)
 	}
 
@@ -319,26 +320,4 @@ func percentiles(d []time.Duration) (p50, p99, maxD time.Duration) {
 	}
 	slices.Sort(d)
 	return d[len(d)/2], d[min(len(d)-1, len(d)*99/100)], d[len(d)-1]
-}
-
-// waitStatus polls url until it answers want.
-func waitStatus(ctx context.Context, url string, want int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{CheckRedirect: noRedirect, Timeout: time.Second}
-	last := 0
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if last = resp.StatusCode; last == want {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: last status %d, want %d", url, last, want)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
