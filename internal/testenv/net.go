@@ -38,7 +38,8 @@ type waitOptions struct {
 }
 
 // WantStatus makes the wait end on that status only, not on any below 500
-// (extauth's /readyz answers 503 until it has discovered the provider).
+// (the benchmark's storm waits for the 302 of /oauth2/start, which extauth
+// answers once it has discovered the provider).
 func WantStatus(code int) WaitOption { return func(o *waitOptions) { o.status = code } }
 
 // Alive ends the wait early with alive's error once it returns one: the
@@ -46,8 +47,9 @@ func WantStatus(code int) WaitOption { return func(o *waitOptions) { o.status = 
 func Alive(alive func() error) WaitOption { return func(o *waitOptions) { o.alive = alive } }
 
 // WaitHTTP GETs url (redirects not followed) every 50 ms until it answers
-// a status below 500 (or the WantStatus), up to timeout. Every process
-// the tests, the e2e stack and the benchmark start is ready when it does.
+// a status below 500 (or the WantStatus), up to timeout: how the tests, the
+// e2e stack and the benchmark know that a process they started is up
+// (extauth's /readyz, nginx, oauth2-proxy's /ping).
 func WaitHTTP(ctx context.Context, url string, timeout time.Duration, opts ...WaitOption) error {
 	var o waitOptions
 	for _, opt := range opts {
