@@ -7,11 +7,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/server"
 	"github.com/extauth/extauth/pkg/session"
@@ -29,11 +29,7 @@ func TestMain(m *testing.M) {
 
 func oktaPath(t *testing.T) string {
 	t.Helper()
-	root, err := findModuleRoot("github.com/extauth/extauth")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(root, "..", "shared", "testdata", "tokensets", "okta.json")
+	return testenv.TokenSetPath(testenv.RepoRoot(t), "okta")
 }
 
 // TestSealSession: the session case 3 sends opens with the config's secret
@@ -106,39 +102,6 @@ extauth_token_refreshes_total{result="success"} 2e+02
 	got, err = scrapeMetric(context.Background(), srv.URL, "extauth_token_refreshes_total", "result")
 	if err != nil || got["success"] != 200 {
 		t.Errorf("got %v, %v", got, err)
-	}
-}
-
-// TestReferenceConfigSubstitution: the addresses the benchmark replaces in
-// examples/nginx/protected-app.conf are there exactly once each.
-func TestReferenceConfigSubstitution(t *testing.T) {
-	root, err := findModuleRoot("github.com/extauth/extauth")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := os.ReadFile(filepath.Join(root, "examples", "nginx", "protected-app.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inline := range []bool{false, true} {
-		site, err := siteConfig(string(ref), "127.0.0.1:1001", "127.0.0.1:1002", 1003, inline)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, want := range []string{"server 127.0.0.1:1002;", "listen 127.0.0.1:1003;", "keepalive 32;", "auth_request /_external-auth;"} {
-			if !strings.Contains(site, want) {
-				t.Errorf("inline %v: no %q", inline, want)
-			}
-		}
-		if got := strings.Contains(site, "return 200;"); got != inline {
-			t.Errorf("inline %v: return 200 present: %v", inline, got)
-		}
-		if got := strings.Contains(site, "server 127.0.0.1:1001;"); got == inline {
-			t.Errorf("inline %v: auth upstream present: %v", inline, got)
-		}
-	}
-	if _, err := substitute("a b a", map[string]string{"a": "c"}); err == nil {
-		t.Error("a key found twice was replaced")
 	}
 }
 
@@ -230,7 +193,7 @@ func TestCases(t *testing.T) {
 
 	// A small storm against the built binary (TestRefreshStorm runs the
 	// full one in-process).
-	storm, err := runStorm(ctx, b.tb, stormOptions{Sessions: 10, PerSession: 5}, b.stormExtauth)
+	storm, err := runStorm(ctx, stormOptions{Sessions: 10, PerSession: 5}, b.stormExtauth)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/extauth/extauth/internal/testenv"
 )
 
 const oauth2ProxyModule = "github.com/oauth2-proxy/oauth2-proxy/v7"
@@ -46,7 +49,7 @@ type oauth2Proxy struct {
 }
 
 func newOAuth2Proxy(bin, issuer, clientID, clientSecret string) (*oauth2Proxy, error) {
-	port, err := freePort()
+	port, err := testenv.PickPort()
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +81,7 @@ func (o *oauth2Proxy) start(ctx context.Context, ps *procs, dir string) (*proc, 
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, p, "http://"+o.Addr+"/ping", 20*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, "http://"+o.Addr+"/ping", 20*time.Second, testenv.Alive(p.alive)); err != nil {
 		p.stop()
 		return nil, err
 	}
@@ -96,4 +99,38 @@ func (o *oauth2Proxy) signIn(ctx context.Context) (string, error) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// prepareOAuth2Proxy installs oauth2-proxy (or takes -oauth2-proxy) and
+// signs in once; what fails only makes its cases unavailable (b.o2pWhy).
+func (b *bench) prepareOAuth2Proxy(ctx context.Context) {
+	bin := b.o.o2pBin
+	if bin == "" {
+		logf("installing oauth2-proxy %s into %s (go install; a few minutes on a cold cache)", b.o.o2pVersion, b.dir)
+		var err error
+		if bin, err = installOAuth2Proxy(ctx, filepath.Join(b.dir, "oauth2-proxy"), b.o.o2pVersion, 10*time.Minute); err != nil {
+			b.o2pWhy = "go install failed: " + err.Error()
+			return
+		}
+		b.machine.OAuth2Proxy = b.o.o2pVersion + " (go install, " + runtime.Version() + ")"
+	} else {
+		b.machine.OAuth2Proxy = bin
+	}
+	o2p, err := newOAuth2Proxy(bin, b.issuer, b.clientID, b.clientSec)
+	if err != nil {
+		b.o2pWhy = err.Error()
+		return
+	}
+	p, err := o2p.start(ctx, b.ps, b.dir)
+	if err != nil {
+		b.o2pWhy = "does not start: " + oneLine(err.Error())
+		return
+	}
+	defer p.stop()
+	cookie, err := o2p.signIn(ctx)
+	if err != nil {
+		b.o2pWhy = "sign-in failed: " + oneLine(err.Error())
+		return
+	}
+	b.o2p, b.o2pCookie = o2p, cookie
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -76,6 +74,15 @@ func (p *proc) exited() bool {
 	default:
 		return false
 	}
+}
+
+// alive is nil while the process runs, then says how it ended (for
+// testenv.Alive: a wait for it to answer ends when it has exited).
+func (p *proc) alive() error {
+	if !p.exited() {
+		return nil
+	}
+	return fmt.Errorf("%s exited (%v): %s", p.name, p.err, p.tail())
 }
 
 // tail returns the end of the process's log, for error messages.
@@ -192,44 +199,6 @@ func peakRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM in /proc status")
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitHTTP polls url until it answers below 500, p exits, or timeout.
-func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second, CheckRedirect: noRedirect}
-	var last error
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return nil
-			}
-			last = fmt.Errorf("status %d", resp.StatusCode)
-		} else {
-			last = err
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited (%v): %s", p.name, p.err, p.tail())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s never answered: %v", url, last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -11,59 +11,15 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"os"
 	"strings"
-	"sync"
-	"testing"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/server"
 	"github.com/extauth/extauth/pkg/session"
 )
-
-// runTB lets the program use providertest outside `go test`: providertest
-// needs only Helper, Cleanup and (in Login, which we do not use) Fatalf.
-// Any other testing.TB method would hit the nil embedded interface.
-type runTB struct {
-	testing.TB
-	mu       sync.Mutex
-	cleanups []func()
-}
-
-func (t *runTB) Helper() {}
-
-func (t *runTB) Cleanup(f func()) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cleanups = append(t.cleanups, f)
-}
-
-func (t *runTB) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
-func (t *runTB) Fatal(args ...any)                 { panic(fmt.Sprint(args...)) }
-func (t *runTB) Errorf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
-func (t *runTB) Logf(format string, args ...any)   {}
-
-// close runs the cleanups, the last registered first.
-func (t *runTB) close() {
-	t.mu.Lock()
-	fs := t.cleanups
-	t.cleanups = nil
-	t.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
-
-// tokenSet is a token endpoint answer of a real provider's size
-// (../shared/testdata/tokensets/*.json).
-type tokenSet struct {
-	AccessToken  string `json:"access_token"`
-	IDToken      string `json:"id_token"`
-	RefreshToken string `json:"refresh_token"`
-	ExpiresIn    int64  `json:"expires_in"`
-}
 
 // idClaims are the ID token claims a session keeps.
 type idClaims struct {
@@ -76,14 +32,11 @@ type idClaims struct {
 	Extra             map[string]any `json:"-"`
 }
 
-func loadTokenSet(path string) (*tokenSet, *idClaims, error) {
-	data, err := os.ReadFile(path)
+// loadTokenSet reads a token set (Okta's) and the claims of its ID token.
+func loadTokenSet(path string) (*testenv.TokenSet, *idClaims, error) {
+	ts, err := testenv.ReadTokenSet(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("token set: %w (the benchmark expects ../shared beside the repository, or -tokenset)", err)
-	}
-	var ts tokenSet
-	if err := json.Unmarshal(data, &ts); err != nil {
-		return nil, nil, fmt.Errorf("token set %s: %w", path, err)
+		return nil, nil, fmt.Errorf("%w (the benchmark expects ../shared beside the repository, or -tokenset)", err)
 	}
 	parts := strings.Split(ts.IDToken, ".")
 	if len(parts) != 3 {
@@ -107,7 +60,7 @@ func loadTokenSet(path string) (*tokenSet, *idClaims, error) {
 // session a sign-in with ts makes (claims from its ID token, as the callback
 // takes them; the access token valid for an hour, so no check refreshes),
 // and returns it as a Cookie header value and the encoded size.
-func sealSession(cfg *config.Config, ts *tokenSet, c *idClaims) (string, int, error) {
+func sealSession(cfg *config.Config, ts *testenv.TokenSet, c *idClaims) (string, int, error) {
 	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		return "", 0, err
@@ -148,24 +101,27 @@ func newUUID() string {
 // a user with the Okta token set's claims and answering the code exchange
 // with Okta's access and refresh tokens (its own ID token carries the same
 // claims), so that a session signed in through it is Okta-sized too.
-func oktaShapedProvider(tb testing.TB, ts *tokenSet, c *idClaims) *providertest.Provider {
+func oktaShapedProvider(ts *testenv.TokenSet, c *idClaims) (*providertest.Provider, error) {
 	extra := map[string]any{}
 	for _, k := range []string{"amr", "idp", "ver", "jti"} {
 		if v, ok := c.Extra[k]; ok {
 			extra[k] = v
 		}
 	}
-	p := providertest.New(tb,
+	p, err := providertest.Start(
 		providertest.WithClock(time.Now),
 		providertest.WithUser(providertest.User{
 			Subject: c.Sub, Email: c.Email, EmailVerified: true,
 			PreferredUsername: c.PreferredUsername, Name: c.Name, Groups: c.Groups, Extra: extra,
 		}),
 	)
+	if err != nil {
+		return nil, err
+	}
 	p.SetTokenResponse(func(grant string) map[string]any {
 		return map[string]any{"access_token": ts.AccessToken, "refresh_token": ts.RefreshToken}
 	})
-	return p
+	return p, nil
 }
 
 // signIn drives a browser's sign-in with an HTTP client: GET startURL, then

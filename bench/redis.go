@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/extauth/extauth/internal/testenv"
 )
 
 // findRedis returns the redis-server binary: bin when given, else the one on
@@ -35,72 +37,22 @@ func findRedis(bin string) (string, error) {
 }
 
 // startRedis runs a redis-server on a free loopback port, without
-// persistence (save "", appendonly no), its files in dir; it answers PING
-// before this returns.
+// persistence, its files in dir (testenv's config, as the tests run it); it
+// answers PING before this returns.
 func startRedis(ctx context.Context, ps *procs, bin, dir string) (*proc, string, error) {
-	port, err := freePort()
+	r, err := testenv.NewRedis(dir)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, "", err
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	conf := filepath.Join(dir, "redis.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil,
-		"port %d\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\ndir %s\nlogfile \"\"\ndaemonize no\n",
-		port, dir), 0o600); err != nil {
-		return nil, "", err
-	}
-	p, err := ps.start("redis-server", filepath.Join(dir, "redis.log"), syscall.SIGTERM, bin, conf)
+	p, err := ps.start("redis-server", filepath.Join(dir, "redis.out"), syscall.SIGTERM, bin, r.Conf)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitRedis(ctx, p, addr, 10*time.Second); err != nil {
+	if err := r.Wait(ctx, 10*time.Second, testenv.Alive(p.alive)); err != nil {
 		p.stop()
 		return nil, "", err
 	}
-	return p, addr, nil
-}
-
-// waitRedis sends PING until the server answers +PONG.
-func waitRedis(ctx context.Context, p *proc, addr string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
-		if last = redisPing(addr); last == nil {
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("redis-server exited (%v): %s", p.err, p.tail())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("redis-server on %s never answered: %v", addr, last)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func redisPing(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING: %q", strings.TrimSpace(line))
-	}
-	return nil
+	return p, r.Addr, nil
 }
 
 // redisCommand sends one command (inline, no argument with spaces) and

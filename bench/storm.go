@@ -12,9 +12,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/server"
@@ -116,12 +116,16 @@ type stormRunner func(ctx context.Context, conf func(addr, metricsAddr string) s
 // through /oauth2/start → /authorize → /oauth2/callback, waits for the
 // access tokens to expire, then sends o.PerSession concurrent checks for
 // every session at once.
-func runStorm(ctx context.Context, tb testing.TB, o stormOptions, run stormRunner) (*stormResult, error) {
+func runStorm(ctx context.Context, o stormOptions, run stormRunner) (*stormResult, error) {
 	if o.Sessions < 1 || o.PerSession < 1 {
 		return nil, fmt.Errorf("storm: %d sessions × %d checks: both must be at least 1", o.Sessions, o.PerSession)
 	}
 	const accessTTL = 2 * time.Second
-	idp := providertest.New(tb, providertest.WithClock(time.Now), providertest.WithAccessTokenTTL(accessTTL))
+	idp, err := providertest.Start(providertest.WithClock(time.Now), providertest.WithAccessTokenTTL(accessTTL))
+	if err != nil {
+		return nil, fmt.Errorf("storm: %w", err)
+	}
+	defer idp.Close()
 
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
@@ -156,7 +160,7 @@ logging:
 	}
 	defer srv.stop()
 	base := srv.base
-	if err := waitStatus(ctx, base+"/oauth2/start", http.StatusFound, 15*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, base+"/oauth2/start", 15*time.Second, testenv.WantStatus(http.StatusFound)); err != nil {
 		return nil, fmt.Errorf("extauth never discovered the provider: %w", err)
 	}
 
@@ -316,26 +320,4 @@ func percentiles(d []time.Duration) (p50, p99, maxD time.Duration) {
 	}
 	slices.Sort(d)
 	return d[len(d)/2], d[min(len(d)-1, len(d)*99/100)], d[len(d)-1]
-}
-
-// waitStatus polls url until it answers want.
-func waitStatus(ctx context.Context, url string, want int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{CheckRedirect: noRedirect, Timeout: time.Second}
-	last := 0
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if last = resp.StatusCode; last == want {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: last status %d, want %d", url, last, want)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/server"
 )
@@ -38,7 +39,7 @@ func inProcessExtauth(ctx context.Context, conf func(addr, metricsAddr string) s
 				metrics: "http://" + metricsLn.Addr().String(),
 				stop:    func() { stop(); <-served },
 			}
-			if err := waitHTTP(ctx, nil, s.base+"/readyz", 15*time.Second); err != nil {
+			if err := testenv.WaitHTTP(ctx, s.base+"/readyz", 15*time.Second); err != nil {
 				s.stop()
 				return nil, fmt.Errorf("extauth (in-process) not ready: %w", err)
 			}
@@ -60,7 +61,7 @@ func TestRefreshStorm(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := runStorm(ctx, t, stormOptions{Sessions: 200, PerSession: 20}, inProcessExtauth)
+	res, err := runStorm(ctx, stormOptions{Sessions: 200, PerSession: 20}, inProcessExtauth)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,6 +27,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/server"
@@ -71,7 +71,7 @@ var wantAlerts = []string{
 // parses as PromQL, and the shape both files promise (datasource variable,
 // namespace/pod filters, severity and annotations of every alert).
 func TestDashboardAndAlertsUseExportedMetrics(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	exported := exportedMetricNames(t)
 	for _, name := range []string{"extauth_auth_requests_total", "extauth_build_info", "go_goroutines", "process_resident_memory_bytes"} {
 		if !exported[name] {
@@ -336,18 +336,8 @@ session:
 		return loc
 	}
 
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-			err = errors.New(resp.Status)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never answered 200: %v", err)
-		}
+	if err := testenv.WaitHTTP(t.Context(), base+"/readyz", 15*time.Second, testenv.WantStatus(http.StatusOK)); err != nil {
+		t.Fatal(err)
 	}
 
 	get(base+"/oauth2/auth", http.StatusUnauthorized)
@@ -525,26 +515,6 @@ func walkJSON(v any, path string, fn func(string, map[string]any)) {
 		for i, e := range v {
 			walkJSON(e, fmt.Sprintf("%s[%d]", path, i), fn)
 		}
-	}
-}
-
-// repoRoot walks up from the working directory to the directory holding
-// charts/extauth.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if fi, err := os.Stat(filepath.Join(dir, "charts", "extauth")); err == nil && fi.IsDir() {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no charts/extauth above the working directory")
-		}
-		dir = parent
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/extauth/extauth/e2e/op"
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/server"
 )
@@ -112,14 +113,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 		s.ownDir = true
 	}
-	// nginx's workers run as nobody when the master is root: let them in.
-	if err := os.Chmod(s.Dir, 0o755); err != nil {
-		return nil, err
-	}
-
 	nginxPort := o.NginxPort
 	if nginxPort == 0 {
-		if nginxPort, err = freePort(); err != nil {
+		if nginxPort, err = testenv.PickPort(); err != nil {
 			return nil, err
 		}
 	}
@@ -220,7 +216,7 @@ session:
 		addr := extauthLn.Addr().String()
 		s.Replicas = append(s.Replicas, addr)
 		s.Metrics = append(s.Metrics, metricsLn.Addr().String())
-		if err := waitHTTP(ctx, "http://"+addr+"/readyz", 15*time.Second); err != nil {
+		if err := testenv.WaitHTTP(ctx, "http://"+addr+"/readyz", 15*time.Second); err != nil {
 			return nil, fmt.Errorf("extauth never became ready: %w", err)
 		}
 	}
@@ -283,71 +279,16 @@ func (s *Stack) NginxLog() string {
 }
 
 func (s *Stack) startNginx(ctx context.Context, port int, extauthAddrs []string, appAddr string) error {
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		if _, statErr := os.Stat("/usr/sbin/nginx"); statErr != nil {
-			return errors.New("nginx not found: apt-get install nginx libnginx-mod-http-ndk libnginx-mod-http-set-misc")
-		}
-		bin = "/usr/sbin/nginx"
-	}
-	ref, err := ReferenceConfig()
+	n, err := testenv.WriteNginx(ctx, testenv.NginxConfig{Dir: s.Dir, Port: port, Auth: extauthAddrs, App: appAddr, AccessLog: true})
 	if err != nil {
 		return err
 	}
-	site, err := substitute(ref, map[string]string{
-		"server 127.0.0.1:4180;": "server " + strings.Join(extauthAddrs, ";\n    server ") + ";",
-		"server 127.0.0.1:8081;": "server " + appAddr + ";",
-		"listen 127.0.0.1:8080;": fmt.Sprintf("listen 127.0.0.1:%d;", port),
-	})
-	if err != nil {
-		return err
-	}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	for _, d := range []string{"tmp", "logs"} {
-		if err := os.MkdirAll(filepath.Join(s.Dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	main := fmt.Sprintf(`
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-load_module /usr/lib/nginx/modules/ngx_http_set_misc_module.so;
-%s
-worker_processes 2;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log info;
-events { worker_connections 1024; }
-http {
-    access_log %[2]s/access.log;
-    client_body_temp_path %[2]s/tmp/body;
-    proxy_temp_path %[2]s/tmp/proxy;
-    fastcgi_temp_path %[2]s/tmp/fastcgi;
-    uwsgi_temp_path %[2]s/tmp/uwsgi;
-    scgi_temp_path %[2]s/tmp/scgi;
-    large_client_header_buffers 4 16k;
-    proxy_buffer_size 16k;
-    proxy_buffers 8 16k;
-    include %[2]s/protected-app.conf;
-}
-`, user, s.Dir)
-	if err := os.WriteFile(filepath.Join(s.Dir, "protected-app.conf"), []byte(site), 0o644); err != nil {
-		return err
-	}
-	conf := filepath.Join(s.Dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(main), 0o644); err != nil {
-		return err
-	}
-	if out, err := exec.Command(bin, "-t", "-p", s.Dir, "-c", conf).CombinedOutput(); err != nil {
-		return fmt.Errorf("nginx -t: %v\n%s", err, out)
-	}
-	s.gateway = exec.Command(bin, "-p", s.Dir, "-c", conf, "-g", "daemon off;")
+	s.gateway = exec.Command(n.Bin, n.Args()...)
 	s.gateway.Stdout, s.gateway.Stderr = os.Stderr, os.Stderr
 	if err := s.gateway.Start(); err != nil {
 		return fmt.Errorf("start nginx: %w", err)
 	}
-	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
 		return fmt.Errorf("nginx never answered: %w\n%s", err, s.NginxLog())
 	}
 	return nil
@@ -360,10 +301,11 @@ func (s *Stack) startCaddy(ctx context.Context, port int, extauthAddr, appAddr s
 	if err != nil {
 		return errors.New("caddy not found: apt-get install caddy")
 	}
-	caddyfile, err := examplePath("caddy", "Caddyfile")
+	root, err := testenv.FindRepoRoot()
 	if err != nil {
 		return err
 	}
+	caddyfile := filepath.Join(root, "examples", "caddy", "Caddyfile")
 	s.gateway = exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	s.gateway.Env = append(os.Environ(),
 		fmt.Sprintf("EXTAUTH_DEMO_PORT=%d", port),
@@ -382,84 +324,10 @@ func (s *Stack) startCaddy(ctx context.Context, port int, extauthAddr, appAddr s
 	if err := s.gateway.Start(); err != nil {
 		return fmt.Errorf("start caddy: %w", err)
 	}
-	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
+	if err := testenv.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
 		return fmt.Errorf("caddy never answered: %w\n%s", err, s.NginxLog())
 	}
 	return nil
-}
-
-// ReferenceConfig reads examples/nginx/protected-app.conf from the repository.
-func ReferenceConfig() (string, error) {
-	path, err := examplePath("nginx", "protected-app.conf")
-	if err != nil {
-		return "", err
-	}
-	b, err := os.ReadFile(path)
-	return string(b), err
-}
-
-// examplePath finds examples/<parts…> above the working directory.
-func examplePath(parts ...string) (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	rel := filepath.Join(append([]string{"examples"}, parts...)...)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, rel)); err == nil {
-			return filepath.Join(dir, rel), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("%s not found above the working directory", rel)
-		}
-		dir = parent
-	}
-}
-
-// substitute replaces each key exactly once, so that a change of the
-// reference config cannot silently leave the stack on other addresses.
-func substitute(s string, repl map[string]string) (string, error) {
-	for old, new := range repl {
-		if n := strings.Count(s, old); n != 1 {
-			return "", fmt.Errorf("reference nginx config: %q appears %d times, want 1", old, n)
-		}
-		s = strings.Replace(s, old, new, 1)
-	}
-	return s, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return nil
-			}
-			last = fmt.Errorf("status %d", resp.StatusCode)
-		} else {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return last
 }
 
 // echoApp is the protected app: a page that shows the identity headers it

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,79 +16,116 @@ import (
 	"time"
 )
 
-// Redis is a redis-server from Debian's packages (.ci/run installs it),
-// started for one test on a free loopback port, without persistence.
+// Redis is a redis-server from Debian's packages (.ci/run installs it) on a
+// free loopback port, without persistence, its files in Dir: redis.conf
+// (Conf) and redis.log.
 type Redis struct {
 	Addr string
 	Port int
 	Dir  string
-	args []string
+	Conf string
 	tls  bool // answers TLS only: up is when it accepts
+	bin  string
 	cmd  *exec.Cmd
 	t    testing.TB
 }
 
-// StartRedis starts a redis-server; extra are more config directives
-// ("requirepass secret", …). It stops with the test.
+// StartRedis starts a redis-server for one test; extra are more config
+// directives ("requirepass secret", …). It stops with the test.
 func StartRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server not found: apt-get install redis-server (.ci/run does)")
 	}
-	port := FreePort(t)
-	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: t.TempDir(), t: t}
-	r.args = []string{bin}
-	// "{port}" in extra is the chosen port ("port 0", "tls-port {port}" for TLS only).
-	more := strings.ReplaceAll(strings.Join(extra, "\n"), "{port}", strconv.Itoa(port))
-	r.tls = strings.Contains(more, "tls-port")
-	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir %s\nlogfile %s\n%s\n",
-		port, r.Dir, filepath.Join(r.Dir, "redis.log"), more)
-	if err := os.WriteFile(filepath.Join(r.Dir, "redis.conf"), []byte(conf), 0o600); err != nil {
+	r, err := NewRedis(t.TempDir(), extra...)
+	if err != nil {
 		t.Fatal(err)
 	}
+	r.bin, r.t = bin, t
 	r.Start()
 	t.Cleanup(r.Kill)
 	return r
 }
 
-// Start (re)starts the server on its port, empty, and waits until it answers.
+// NewRedis is StartRedis for programs, which run their processes
+// themselves: it only writes the config into dir. The caller runs
+// `redis-server r.Conf` and then r.Wait.
+func NewRedis(dir string, extra ...string) (*Redis, error) {
+	port, err := PickPort()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: dir, Conf: filepath.Join(dir, "redis.conf")}
+	// "{port}" in extra is the chosen port ("port 0", "tls-port {port}" for TLS only).
+	more := strings.ReplaceAll(strings.Join(extra, "\n"), "{port}", strconv.Itoa(port))
+	r.tls = strings.Contains(more, "tls-port")
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir %s\nlogfile %s\n%s\n",
+		port, dir, filepath.Join(dir, "redis.log"), more)
+	if err := os.WriteFile(r.Conf, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Start (re)starts a StartRedis server on its port, empty, and waits until
+// it answers.
 func (r *Redis) Start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.args[0], filepath.Join(r.Dir, "redis.conf"))
+	r.cmd = exec.Command(r.bin, r.Conf)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", r.Addr, time.Second)
-		if err == nil {
-			ok := r.tls || ping(c)
-			c.Close()
-			if ok {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(r.Dir, "redis.log"))
-			r.t.Fatalf("redis-server never answered on %s: %v\n%s", r.Addr, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := r.Wait(context.Background(), 10*time.Second); err != nil {
+		r.t.Fatal(err)
 	}
 }
 
-// ping sends PING inline; a server with requirepass answers NOAUTH, which
-// also says it is up.
-func ping(c net.Conn) bool {
+// Wait sends PING until the server answers, up to timeout; a server with
+// requirepass answers NOAUTH, which also says it is up. Of the options,
+// Alive applies.
+func (r *Redis) Wait(ctx context.Context, timeout time.Duration, opts ...WaitOption) error {
+	var o waitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	err := poll(ctx, timeout, 20*time.Millisecond, o.alive, func(context.Context) error {
+		c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if r.tls {
+			return nil
+		}
+		return ping(c)
+	})
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(r.Dir, "redis.log"))
+		return fmt.Errorf("redis-server on %s never answered: %w\n%s", r.Addr, err, log)
+	}
+	return nil
+}
+
+func ping(c net.Conn) error {
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
+		return err
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
+		return errors.New("PING: " + strings.TrimSpace(line))
+	}
+	return nil
 }
 
-// Kill stops the server at once (SIGKILL: what a crash looks like).
+// Kill stops a StartRedis server at once (SIGKILL: what a crash looks like).
 func (r *Redis) Kill() {
 	if r.cmd == nil || r.cmd.Process == nil {
 		return
@@ -94,17 +133,6 @@ func (r *Redis) Kill() {
 	_ = r.cmd.Process.Signal(syscall.SIGKILL)
 	_ = r.cmd.Wait()
 	r.cmd = nil
-}
-
-// FreePort returns a loopback TCP port nobody listens on now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // StartProcess runs a command for the test's duration.

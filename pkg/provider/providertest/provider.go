@@ -10,7 +10,7 @@
 //
 // A typical test:
 //
-//	p := providertest.New(t)
+//	p := providertest.New(t) // outside a test: p, err := providertest.Start(); defer p.Close()
 //	provider, _ := oidc.NewProvider(ctx, p.Issuer)
 //	conf := oauth2.Config{ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 //		Endpoint: provider.Endpoint(), RedirectURL: "https://app.example/callback",
@@ -303,9 +303,20 @@ type Provider struct {
 	rotatedKID       string // a second published key (RotateKey)
 }
 
-// New starts a fake provider; t.Cleanup closes it.
+// New starts a fake provider for a test; t.Cleanup closes it.
 func New(t testing.TB, opts ...Option) *Provider {
 	t.Helper()
+	p, err := Start(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Start starts a fake provider outside a test (the load benchmark is a
+// program); the caller closes it.
+func Start(opts ...Option) (*Provider, error) {
 	cfg := config{
 		clientID:         "extauth-test",
 		clientSecret:     "test-secret",
@@ -329,7 +340,9 @@ func New(t testing.TB, opts ...Option) *Provider {
 			cfg.authMethods = []string{AuthMethodBasic, AuthMethodPost}
 		}
 	}
-	loadKeys()
+	if err := loadKeys(); err != nil {
+		return nil, err
+	}
 
 	p := &Provider{
 		ClientID:      cfg.clientID,
@@ -345,7 +358,13 @@ func New(t testing.TB, opts ...Option) *Provider {
 		tokenRequests: map[string]int{},
 		faults:        map[string]faultState{},
 	}
-	srv := httptest.NewUnstartedServer(p.routes())
+	// httptest.NewUnstartedServer, but with the listener's error returned
+	// instead of a panic.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("providertest: %w", err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: p.routes()}}
 	scheme := "http"
 	if cfg.tls {
 		scheme = "https"
@@ -359,12 +378,12 @@ func New(t testing.TB, opts ...Option) *Provider {
 		srv.Start()
 	}
 	p.Server = srv
-	t.Cleanup(p.Close)
-	return p
+	return p, nil
 }
 
-// Close stops the provider, releasing hanging requests first. It is called
-// by t.Cleanup and may be called earlier to simulate an outage.
+// Close stops the provider, releasing hanging requests first. New calls it
+// through t.Cleanup; it may be called earlier to simulate an outage, and
+// more than once.
 func (p *Provider) Close() {
 	p.closeOnce.Do(func() {
 		close(p.closed) // Server.Close waits for handlers, so release them first

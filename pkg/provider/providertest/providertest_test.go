@@ -918,3 +918,29 @@ func TestCounters(t *testing.T) {
 		t.Errorf("TokenRequests = %d code, %d refresh; want 2, 1", a, rf)
 	}
 }
+
+// TestStart: a provider started without a testing.TB (the load benchmark's
+// way) serves discovery until Close, which may be called twice.
+func TestStart(t *testing.T) {
+	p, err := providertest.Start(providertest.WithClient("bench", "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ClientID != "bench" {
+		t.Errorf("client ID %q", p.ClientID)
+	}
+	resp, err := http.Get(p.URL(providertest.EndpointDiscovery))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("discovery: status %d", resp.StatusCode)
+	}
+	p.Close()
+	p.Close()
+	if resp, err := http.Get(p.URL(providertest.EndpointDiscovery)); err == nil {
+		resp.Body.Close()
+		t.Error("discovery answers after Close")
+	}
+}

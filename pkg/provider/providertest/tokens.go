@@ -22,24 +22,30 @@ var (
 	signingKey *rsa.PrivateKey
 	otherKey   *rsa.PrivateKey
 	signingKID string
+	keysErr    error
 )
 
-func loadKeys() {
+// loadKeys makes the keys on first use; an error stays (so does Start's).
+func loadKeys() error {
 	keysOnce.Do(func() {
-		var err error
-		if signingKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			panic("providertest: generating key: " + err.Error())
+		if signingKey, keysErr = rsa.GenerateKey(rand.Reader, 2048); keysErr != nil {
+			return
 		}
-		if otherKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			panic("providertest: generating key: " + err.Error())
+		if otherKey, keysErr = rsa.GenerateKey(rand.Reader, 2048); keysErr != nil {
+			return
 		}
 		jwk := jose.JSONWebKey{Key: signingKey.Public()}
 		tp, err := jwk.Thumbprint(crypto.SHA256)
 		if err != nil {
-			panic("providertest: key thumbprint: " + err.Error())
+			keysErr = err
+			return
 		}
 		signingKID = base64.RawURLEncoding.EncodeToString(tp)
 	})
+	if keysErr != nil {
+		return fmt.Errorf("providertest: signing keys: %w", keysErr)
+	}
+	return nil
 }
 
 // PublicKey returns the provider's signing key, as published at /keys.
