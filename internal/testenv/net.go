@@ -102,7 +102,7 @@ func poll(ctx context.Context, timeout, interval time.Duration, alive func() err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (gave up after %s: %v)", err, time.Since(start).Round(time.Millisecond), ctx.Err())
+			return fmt.Errorf("%w (gave up after %s: %w)", err, time.Since(start).Round(time.Millisecond), ctx.Err())
 		case <-time.After(interval):
 		}
 	}

@@ -148,7 +148,7 @@ func WriteNginx(ctx context.Context, c NginxConfig) (*Nginx, error) {
 		return nil, err
 	}
 	if out, err := exec.CommandContext(ctx, bin, "-t", "-p", n.Dir, "-c", n.Conf).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("nginx -t: %v\n%s", err, out)
+		return nil, fmt.Errorf("nginx -t: %w\n%s", err, out)
 	}
 	return n, nil
 }
