@@ -31,7 +31,9 @@ type Builder struct {
 	// put email, groups or names only there): once at sign-in and once
 	// per refresh, never on the check.
 	Userinfo UserinfoSource
-	Log      *slog.Logger
+	// Log gets the userinfo failures a sign-in or refresh goes on
+	// without; nil: they are not logged.
+	Log *slog.Logger
 }
 
 var (
@@ -58,7 +60,7 @@ func (b *Builder) SignIn(ctx context.Context, idTok *oidc.IDToken, tokens *provi
 		case errors.Is(err, ErrUserinfoSubject):
 			return nil, err
 		case err != nil:
-			b.Log.Warn("userinfo failed; continuing with the ID token's claims", "error", err)
+			b.log().Warn("userinfo failed; continuing with the ID token's claims", "error", err)
 		default:
 			id.Fill(extra)
 			fromUserinfo = true
@@ -110,7 +112,7 @@ func (b *Builder) Refreshed(ctx context.Context, prev *session.State, idTok *oid
 		case err != nil:
 			// The tokens are new and the provider's verdict stands; the
 			// claims are read again at the next refresh.
-			b.Log.Warn("userinfo failed during a refresh; claims keep their values until the next one", "sub", next.Subject, "error", err)
+			b.log().Warn("userinfo failed during a refresh; claims keep their values until the next one", "sub", next.Subject, "error", err)
 		default:
 			id.Fill(extra)
 		}
@@ -157,6 +159,13 @@ func (b *Builder) setTokens(st, prev *session.State, tokens *provider.Tokens) {
 	}
 	st.SetTokens(kept)
 	st.AccessExpiry, st.AccessLifetime = tokens.Expiry, tokens.Lifetime
+}
+
+func (b *Builder) log() *slog.Logger {
+	if b.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return b.Log
 }
 
 // userinfo reads the identity claims of the userinfo endpoint, whose sub
