@@ -74,9 +74,13 @@ func (n *nginxSetup) start(ctx context.Context, ps *procs, dir, authAddr string,
 	if err != nil {
 		return nil, err
 	}
-	if err := testenv.WaitHTTP(ctx, "http://"+appAddr+"/", 10*time.Second, testenv.Alive(p.alive)); err != nil {
+	err = ngx.WaitListening(ctx, 10*time.Second)
+	if err == nil {
+		err = testenv.WaitHTTP(ctx, "http://"+appAddr+"/", 10*time.Second, testenv.Alive(p.alive))
+	}
+	if err != nil {
 		p.stop()
-		return nil, fmt.Errorf("nginx: %v\n%s", err, ngx.ErrorLog())
+		return nil, fmt.Errorf("nginx: %w\n%s", err, ngx.ErrorLog())
 	}
 	return &nginxInstance{proc: p, URL: fmt.Sprintf("http://127.0.0.1:%d/", port)}, nil
 }

@@ -288,6 +288,9 @@ func (s *Stack) startNginx(ctx context.Context, port int, extauthAddrs []string,
 	if err := s.gateway.Start(); err != nil {
 		return fmt.Errorf("start nginx: %w", err)
 	}
+	if err := n.WaitListening(ctx, 10*time.Second); err != nil {
+		return fmt.Errorf("nginx never listened on %d: %w\n%s", port, err, s.NginxLog())
+	}
 	if err := testenv.WaitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/oauth2/userinfo", port), 10*time.Second); err != nil {
 		return fmt.Errorf("nginx never answered: %w\n%s", err, s.NginxLog())
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The reference site config, examples/nginx/protected-app.conf: the e2e
@@ -104,6 +105,18 @@ type Nginx struct {
 // Args run nginx in the foreground (the caller stops it with SIGQUIT).
 func (n *Nginx) Args() []string {
 	return []string{"-p", n.Dir, "-c", n.Conf, "-g", "daemon off;"}
+}
+
+// WaitListening waits until nginx has opened its sockets: its master
+// writes the pid file only once it has bound every listen port. A port
+// someone else took meanwhile (the free port was only free when picked)
+// would otherwise pass an HTTP wait that the other listener answers.
+func (n *Nginx) WaitListening(ctx context.Context, timeout time.Duration) error {
+	pid := filepath.Join(n.Dir, "nginx.pid")
+	return poll(ctx, timeout, 20*time.Millisecond, nil, func(context.Context) error {
+		_, err := os.Stat(pid)
+		return err
+	})
 }
 
 // ErrorLog is nginx's error.log, for failures.
