@@ -59,6 +59,10 @@ type Options struct {
 	Redis string
 	// Store is session.store: "cookie" (default) or "redis".
 	Store string
+	// Update, when set, changes extauth's configuration after it is
+	// parsed (scopes, extraAuthParams, claims of a provider); the result
+	// is validated again.
+	Update func(cfg *config.Config)
 }
 
 // ExternalProvider is an OpenID provider the caller runs.
@@ -200,7 +204,11 @@ session:
   level: debug
 `, extauthLn.Addr(), metricsLn.Addr(), trusted, idp.Issuer, idp.ClientID, idp.ClientSecret,
 			s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret), redis)
-		if s.Config, err = config.Parse([]byte(yaml)); err != nil {
+		if s.Config, err = config.Parse([]byte(yaml)); err == nil && o.Update != nil {
+			o.Update(s.Config)
+			err = s.Config.Validate()
+		}
+		if err != nil {
 			extauthLn.Close()
 			metricsLn.Close()
 			return nil, fmt.Errorf("extauth config: %w", err)
