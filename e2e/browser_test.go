@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -271,27 +270,11 @@ func refreshTokenOf(t *testing.T, s *stack.Stack, cookie string) string {
 	return rt
 }
 
-// redeem presents a refresh token at the provider's token endpoint and
+// redeem presents a refresh token at the zitadel OP's token endpoint and
 // returns the OAuth error code ("" when it was accepted).
 func redeem(t *testing.T, s *stack.Stack, refreshToken string) string {
 	t.Helper()
-	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}}
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.OP.Issuer()+"/oauth/token", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(s.Config.OIDC.ClientID, s.Config.OIDC.ClientSecret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Error string `json:"error"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode == http.StatusOK {
-		return ""
-	}
-	return body.Error
+	return redeemAt(t, s.OP.Issuer()+"/oauth/token", s.Config.OIDC.ClientID, s.Config.OIDC.ClientSecret, refreshToken)
 }
 
 // forgedHeaders are identity headers a signed-in page sends itself.
