@@ -112,6 +112,12 @@ func (p *countingProxy) observeRequest(r *http.Request) {
 				q[k] = v
 			}
 		}
+		// Hydra sends the browser back to its end_session path with a
+		// logout_verifier once its logout app confirmed: the provider's
+		// own step, not another end_session request of the client.
+		if q.Has("logout_verifier") {
+			break
+		}
 		p.endSessions = append(p.endSessions, q)
 	case "token":
 		p.grants[readForm(r).Get("grant_type")]++
