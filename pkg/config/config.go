@@ -77,6 +77,19 @@ type OIDC struct {
 	// ExtraAuthParams are added to the authorization request, e.g.
 	// {audience: api://default}. Default empty.
 	ExtraAuthParams map[string]string `json:"extraAuthParams"`
+	// PromptConsent says when sign-ins that ask for offline_access send
+	// prompt=consent, which OpenID Connect Core §11 requires for a refresh
+	// token (node oidc-provider, Google) and others do without: "auto"
+	// sends it once a provider answered a sign-in without a refresh token
+	// (that sign-in is restarted with it), "always" on every such sign-in,
+	// "never" never. extraAuthParams.prompt, when set, wins. Default "auto".
+	PromptConsent string `json:"promptConsent"`
+	// MicrosoftGraphURL is where Entra ID group overage is resolved: an ID
+	// token that names its groups in _claim_names instead of a groups
+	// claim (more than 200) has them read from Microsoft Graph with the
+	// access token. Default https://graph.microsoft.com (sovereign clouds
+	// have their own).
+	MicrosoftGraphURL string `json:"microsoftGraphURL"`
 	// RevocationURL is the RFC 7009 endpoint. Default empty: discovery's
 	// revocation_endpoint.
 	RevocationURL string `json:"revocationURL"`
@@ -92,6 +105,13 @@ type OIDC struct {
 	// Claims names the ID token claims extauth reads.
 	Claims Claims `json:"claims"`
 }
+
+// oidc.promptConsent values.
+const (
+	PromptConsentAuto   = "auto"
+	PromptConsentAlways = "always"
+	PromptConsentNever  = "never"
+)
 
 // Claims names the claims that carry the user's identity.
 type Claims struct {
@@ -322,8 +342,10 @@ func Default() *Config {
 			ShutdownTimeout: Duration{15 * time.Second},
 		},
 		OIDC: OIDC{
-			Scopes: []string{"openid", "profile", "email", "offline_access"},
-			PKCE:   true,
+			Scopes:            []string{"openid", "profile", "email", "offline_access"},
+			PKCE:              true,
+			PromptConsent:     PromptConsentAuto,
+			MicrosoftGraphURL: "https://graph.microsoft.com",
 			Claims: Claims{
 				User:              "sub",
 				Email:             "email",

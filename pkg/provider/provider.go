@@ -283,6 +283,12 @@ func (p *Provider) Endpoints() (Endpoints, error) {
 // client_id, redirect_uri, scope, state, nonce and, with PKCE, the S256
 // challenge of verifier.
 func (p *Provider) AuthCodeURL(redirectURL, state, nonce, verifier string) (string, error) {
+	return p.AuthCodeURLWith(redirectURL, state, nonce, verifier, nil)
+}
+
+// AuthCodeURLWith is AuthCodeURL with extra parameters (prompt=consent)
+// added after oidc.extraAuthParams.
+func (p *Provider) AuthCodeURLWith(redirectURL, state, nonce, verifier string, extra map[string]string) (string, error) {
 	d, err := p.get()
 	if err != nil {
 		return "", err
@@ -294,6 +300,9 @@ func (p *Provider) AuthCodeURL(redirectURL, state, nonce, verifier string) (stri
 		opts = append(opts, oauth2.S256ChallengeOption(verifier))
 	}
 	for k, v := range p.cfg.ExtraAuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	for k, v := range extra {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
 	return conf.AuthCodeURL(state, opts...), nil
