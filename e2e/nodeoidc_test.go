@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +18,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
+	"github.com/extauth/extauth/e2e/stack"
 	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
 )
@@ -36,7 +41,64 @@ const nodeOIDCAccessTTL = 5 * time.Second
 // login and consent pages, refresh with rotation, sign-out with revocation
 // and RP-initiated logout, and a back-channel logout it sends.
 func TestNodeOIDCProvider(t *testing.T) {
-	runInterop(t, startNodeOIDC(t))
+	p := startNodeOIDC(t)
+	// First: runInterop counts the proxy's code grants from zero.
+	t.Run("scenario", func(t *testing.T) { runInterop(t, p) })
+	t.Run("promptConsent-auto", func(t *testing.T) { nodeOIDCPromptConsentAuto(t, p) })
+}
+
+// nodeOIDCPromptConsentAuto: with oidc.promptConsent auto (the default) a
+// process's first sign-in gets no refresh token from oidc-provider, is
+// restarted with prompt=consent (a second consent page, a second code
+// exchange) and counted as a no_refresh_token warning; the next sign-in
+// sends prompt=consent from the start.
+func nodeOIDCPromptConsentAuto(t *testing.T, p *interopProvider) {
+	s := startStack(t, stack.Options{
+		Provider:  &stack.ExternalProvider{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret},
+		NginxPort: p.NginxPort,
+		Update: func(cfg *config.Config) {
+			p.Update(cfg)
+			cfg.OIDC.PromptConsent = config.PromptConsentAuto
+		},
+	})
+	for i, want := range []struct{ consents, codes int }{{2, 2}, {1, 1}} {
+		ctx := browser(t) // a new browser: no session at the provider yet
+		before := p.Proxy.counts()
+		run(t, ctx, "open the protected page", chromedp.Navigate(s.URL+"/auto"))
+		consents := nodeOIDCLogin(t, ctx, p.Issuer, s.URL)
+		run(t, ctx, "signed-in page", chromedp.WaitVisible(chromedp.CSS("#greeting")))
+		codes := p.Proxy.counts().grants["authorization_code"] - before.grants["authorization_code"]
+		refreshToken := refreshTokenOf(t, s, sessionCookie(t, ctx)) != "" // fails the test when empty
+		t.Logf("interop node-oidc-provider: promptConsent auto, sign-in %d: %d consent page(s), %d code exchange(s), refresh token %v",
+			i+1, consents, codes, refreshToken)
+		if consents != want.consents || codes != want.codes {
+			t.Errorf("sign-in %d: %d consent pages and %d code exchanges, want %d and %d", i+1, consents, codes, want.consents, want.codes)
+		}
+	}
+	if n := signinWarnings(t, s.Metrics[0], "no_refresh_token"); n != 1 {
+		t.Errorf("extauth_signin_warnings_total{warning=no_refresh_token} = %v, want 1", n)
+	}
+}
+
+// signinWarnings reads extauth_signin_warnings_total{warning} from a
+// metrics listener.
+func signinWarnings(t *testing.T, metricsAddr, warning string) float64 {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics = %d", resp.StatusCode)
+	}
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := tp.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return counterSum(families["extauth_signin_warnings_total"], "warning", warning)
 }
 
 // startNodeOIDC installs the provider's packages when node_modules is
@@ -47,7 +109,15 @@ func startNodeOIDC(t *testing.T) *interopProvider {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Fatal("node not found: node oidc-provider needs Node.js 20 or later (apt-get install nodejs npm)")
+		t.Fatal("node not found: node oidc-provider needs Node.js 20 or later (22 LTS is its supported runtime)")
+	}
+	v, err := exec.Command(node, "--version").Output()
+	if err != nil {
+		t.Fatalf("node --version: %v", err)
+	}
+	version := strings.TrimSpace(string(v))
+	if major, _, _ := strings.Cut(strings.TrimPrefix(version, "v"), "."); atoi(major) < 20 {
+		t.Fatalf("node %s: node oidc-provider 9 needs Node.js 20 or later (22 LTS is its supported runtime)", version)
 	}
 	installNodeOIDC(t)
 
@@ -121,8 +191,11 @@ func startNodeOIDC(t *testing.T) *interopProvider {
 			cfg.OIDC.Scopes = []string{"openid", "profile", "email", "groups", "offline_access"}
 			// oidc-provider drops offline_access (so issues no refresh
 			// token) unless the authorization request has prompt=consent
-			// (OpenID Connect Core §11).
-			cfg.OIDC.ExtraAuthParams = map[string]string{"prompt": "consent"}
+			// (OpenID Connect Core §11). The default, auto, learns that at
+			// a process's first sign-in, which then shows the consent page
+			// twice (see the promptConsent-auto subtest); always asks from
+			// the start.
+			cfg.OIDC.PromptConsent = config.PromptConsentAlways
 		},
 		Login: func(t *testing.T, ctx context.Context) {
 			t.Helper()
@@ -169,6 +242,14 @@ func startNodeOIDC(t *testing.T) *interopProvider {
 	}
 }
 
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 // installNodeOIDC runs npm ci when node_modules lacks the provider.
 func installNodeOIDC(t *testing.T) {
 	t.Helper()
@@ -191,37 +272,40 @@ func installNodeOIDC(t *testing.T) {
 }
 
 // nodeOIDCLogin completes the development login page (any login and
-// password) and, when shown, the consent page, until the browser is back
-// on the app.
-func nodeOIDCLogin(t *testing.T, ctx context.Context, issuer, appURL string) {
+// password) and every consent page that follows, until the browser is back
+// on the app; it returns how many consent pages it confirmed. With
+// oidc.promptConsent auto a process's first sign-in meets two: the one for
+// the scopes, then the one for the sign-in extauth restarts with
+// prompt=consent after a code exchange without a refresh token.
+func nodeOIDCLogin(t *testing.T, ctx context.Context, issuer, appURL string) int {
 	t.Helper()
 	run(t, ctx, "the provider's login page",
 		chromedp.WaitVisible(chromedp.CSS(`input[name="login"]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name="login"]`), "alice"),
 		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), "any password"),
 		chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
-	// Then the consent page (always with prompt=consent), or straight back.
 	deadline := time.Now().Add(20 * time.Second)
-	consented := false
+	var consented []string // the interactions whose consent page was confirmed
 	for time.Now().Before(deadline) {
 		loc, err := chromedp.Run(ctx, chromedp.Location())
 		if err == nil && strings.HasPrefix(loc, appURL) {
-			return
+			return len(consented)
 		}
-		if err == nil && !consented && strings.HasPrefix(loc, issuer+"/interaction/") {
-			// The consent form; the login form may still be on screen.
+		// /interaction/<uid>: one login and one consent page at most each.
+		if err == nil && strings.HasPrefix(loc, issuer+"/interaction/") && !slices.Contains(consented, loc) {
 			n, err := chromedp.Run(ctx, chromedp.Evaluate[int](
 				`document.querySelectorAll('form input[name="prompt"][value="consent"]').length`))
 			if err == nil && n > 0 {
 				run(t, ctx, "the provider's consent page",
 					chromedp.Click(chromedp.CSS(`button[type="submit"]`)))
-				consented = true
+				consented = append(consented, loc)
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	loc, _ := chromedp.Run(ctx, chromedp.Location())
 	t.Fatalf("the provider's login did not return to %s (browser at %s)", appURL, loc)
+	return 0
 }
 
 // waitLeft waits until the browser's location no longer starts with prefix.
