@@ -1,16 +1,22 @@
 package handlers
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider/providertest"
+	"github.com/extauth/extauth/pkg/session"
 )
 
 // consentProvider behaves as node oidc-provider and Google do (OpenID
@@ -97,5 +103,143 @@ func TestNoRefreshTokenModes(t *testing.T) {
 				t.Errorf("no warning naming the consequence:\n%s", e.logs.String())
 			}
 		})
+	}
+}
+
+// graphFake is Microsoft Graph's getMemberObjects for one access token:
+// the groups it answers, or a failure.
+type graphFake struct {
+	mu     sync.Mutex
+	groups []string
+	fail   bool
+	calls  int
+	tokens []string // the bearer tokens it was called with
+}
+
+func (g *graphFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls++
+	g.tokens = append(g.tokens, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	if r.Method != http.MethodPost || r.URL.Path != "/v1.0/me/getMemberObjects" {
+		http.NotFound(w, r)
+		return
+	}
+	if g.fail {
+		http.Error(w, `{"error":{"code":"ServiceUnavailable"}}`, http.StatusServiceUnavailable)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"value": g.groups})
+}
+
+func (g *graphFake) set(groups []string, fail bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.groups, g.fail = groups, fail
+}
+
+// overageUser is an Entra ID user in too many groups: the ID token names
+// Graph in _claim_names instead of a groups claim.
+func overageUser() providertest.User {
+	u := providertest.DefaultUser()
+	u.Groups = nil
+	u.Extra = map[string]any{
+		"_claim_names":   map[string]any{"groups": "src1"},
+		"_claim_sources": map[string]any{"src1": map[string]any{"endpoint": "https://graph.windows.net/tenant/users/oid/getMemberObjects"}},
+	}
+	return u
+}
+
+func manyGroups(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%08d-0000-4000-8000-000000000000", i)
+	}
+	return out
+}
+
+func overage(e *testEnv, result string) float64 {
+	return testutil.ToFloat64(e.metrics.GroupsOverage.WithLabelValues(result))
+}
+
+// TestGroupOverage: an Entra ID token without groups but with _claim_names
+// has its groups read from Microsoft Graph (oidc.microsoftGraphURL) with
+// the access token, once at sign-in and again at a refresh whose ID token
+// says so; the groups live in the session, so checks never call Graph.
+// Graph down at sign-in: group rules refuse (403), never a 5xx; at a
+// refresh: the session keeps its groups.
+func TestGroupOverage(t *testing.T) {
+	graph := &graphFake{groups: manyGroups(250)}
+	srv := httptest.NewServer(graph)
+	defer srv.Close()
+	wanted := manyGroups(250)[249]
+	e := newTestEnv(t, func(c *config.Config) {
+		c.OIDC.MicrosoftGraphURL = srv.URL
+		c.Authorization.Groups = []string{wanted}
+	}, providertest.WithUser(overageUser()), providertest.WithAccessTokenTTL(10*time.Minute)).discover()
+
+	j := e.signIn("")
+	st := mustLoad(t, e, j.list()).(*session.State)
+	if len(st.Groups) != 250 || graph.calls != 1 || graph.tokens[0] != st.Tokens().AccessToken {
+		t.Fatalf("session groups %d after %d Graph calls (token sent %v)", len(st.Groups), graph.calls, graph.tokens[0] == st.Tokens().AccessToken)
+	}
+	if rec := e.check(j.list(), "", nil); rec.Code != http.StatusOK || graph.calls != 1 {
+		t.Errorf("check: %d, Graph calls %d (want 200 and no new call)", rec.Code, graph.calls)
+	}
+	if overage(e, metrics.OverageFetched) != 1 || !strings.Contains(e.logs.String(), "group overage: groups read from Microsoft Graph") {
+		t.Errorf("fetched = %v; logs:\n%s", overage(e, metrics.OverageFetched), e.logs.String())
+	}
+
+	// A refresh whose ID token has the overage again reads Graph again.
+	graph.set(manyGroups(240), false)
+	e.idp.SetUser(overageUser())
+	e.clock.Advance(10 * time.Minute)
+	if rec := e.check(j.list(), "", nil); rec.Code != http.StatusForbidden {
+		t.Errorf("check after a refresh that removed the wanted group: %d, want 403", rec.Code)
+	}
+	if graph.calls != 2 {
+		t.Errorf("Graph calls = %d, want 2", graph.calls)
+	}
+
+	// Graph down at a refresh: the groups stay what they were.
+	e2 := newTestEnv(t, func(c *config.Config) { c.OIDC.MicrosoftGraphURL = srv.URL },
+		providertest.WithUser(overageUser()), providertest.WithAccessTokenTTL(10*time.Minute)).discover()
+	graph.set(manyGroups(250), false)
+	j2 := e2.signIn("")
+	graph.set(nil, true)
+	e2.clock.Advance(10 * time.Minute)
+	rec := e2.check(j2.list(), "", nil)
+	if rec.Code != http.StatusOK || len(strings.Split(rec.Header().Get("X-Auth-Request-Groups"), ",")) != 250 {
+		t.Errorf("check after a refresh with Graph down: %d, %d groups", rec.Code, len(strings.Split(rec.Header().Get("X-Auth-Request-Groups"), ",")))
+	}
+	if overage(e2, metrics.OverageError) != 1 {
+		t.Errorf("error = %v, want 1", overage(e2, metrics.OverageError))
+	}
+
+	// Graph down at sign-in: the user has no groups, and a group rule
+	// refuses with a page, not a 5xx.
+	e3 := newTestEnv(t, func(c *config.Config) {
+		c.OIDC.MicrosoftGraphURL = srv.URL
+		c.Authorization.Groups = []string{wanted}
+	}, providertest.WithUser(overageUser())).discover()
+	j3 := jar{}
+	rec = e3.callback(j3, e3.idp.Login(t, t.Context(), e3.startSignIn(j3, "").String()))
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("sign-in with Graph down and a group rule: %d, want 403", rec.Code)
+	}
+	if !strings.Contains(e3.logs.String(), "group rules refuse this user") {
+		t.Errorf("no warning:\n%s", e3.logs.String())
+	}
+}
+
+// TestNoOverageNoGraph: a token with its groups claim never calls Graph.
+func TestNoOverageNoGraph(t *testing.T) {
+	graph := &graphFake{groups: manyGroups(3)}
+	srv := httptest.NewServer(graph)
+	defer srv.Close()
+	e := newTestEnv(t, func(c *config.Config) { c.OIDC.MicrosoftGraphURL = srv.URL }).discover()
+	e.signIn("")
+	if graph.calls != 0 {
+		t.Errorf("Graph calls = %d, want 0", graph.calls)
 	}
 }
