@@ -243,3 +243,70 @@ func TestNoOverageNoGraph(t *testing.T) {
 		t.Errorf("Graph calls = %d, want 0", graph.calls)
 	}
 }
+
+// TestProviderProfiles: each provider's quirk, with providertest scripted
+// to behave as it does and extauth configured as docs/providers says.
+func TestProviderProfiles(t *testing.T) {
+	const postLogout = "https://app.example.com/bye"
+	t.Run("google: access_type=offline and prompt=consent, no end_session", func(t *testing.T) {
+		e := newTestEnv(t, func(c *config.Config) {
+			c.OIDC.Scopes = []string{"openid", "email", "profile"}
+			c.OIDC.ExtraAuthParams = map[string]string{"access_type": "offline", "prompt": "consent"}
+		}, providertest.WithoutEndSession()).discover()
+		j := e.signIn("")
+		q := e.idp.Authorizations()[0]
+		if q.Get("access_type") != "offline" || q.Get("prompt") != "consent" || strings.Contains(q.Get("scope"), "offline_access") {
+			t.Errorf("authorization request %v", q)
+		}
+		rec := e.do(http.MethodGet, "/oauth2/sign_out?rd=/bye", j.list(), nil)
+		if rec.Code != http.StatusFound || rec.Header().Get("Location") != "/bye" {
+			t.Errorf("sign-out without end_session: %d to %q, want /bye", rec.Code, rec.Header().Get("Location"))
+		}
+		if len(e.idp.Revocations()) != 2 {
+			t.Errorf("revocations = %d, want both tokens", len(e.idp.Revocations()))
+		}
+	})
+	t.Run("auth0: audience, logout at /v2/logout with returnTo", func(t *testing.T) {
+		e := newTestEnv(t, func(c *config.Config) {
+			c.OIDC.ExtraAuthParams = map[string]string{"audience": "https://api.example.com"}
+			c.OIDC.EndSessionURL = "https://tenant.example.auth0.com/v2/logout"
+			c.OIDC.PostLogoutRedirectURL = postLogout
+		}, providertest.WithoutEndSession()).discover()
+		j := e.signIn("")
+		if got := e.idp.Authorizations()[0].Get("audience"); got != "https://api.example.com" {
+			t.Errorf("audience sent = %q", got)
+		}
+		rec := e.do(http.MethodGet, "/oauth2/sign_out", j.list(), nil)
+		loc, _ := url.Parse(rec.Header().Get("Location"))
+		if rec.Code != http.StatusFound || loc.Host != "tenant.example.auth0.com" || loc.Path != "/v2/logout" ||
+			loc.Query().Get("returnTo") != postLogout || loc.Query().Get("client_id") != e.cfg.OIDC.ClientID {
+			t.Errorf("sign-out: %d to %s", rec.Code, loc)
+		}
+	})
+	t.Run("okta: revocation with client authentication, id_token_hint at logout", func(t *testing.T) {
+		e := newTestEnv(t, func(c *config.Config) { c.OIDC.PostLogoutRedirectURL = postLogout },
+			providertest.WithAuthMethods("client_secret_basic")).discover()
+		j := e.signIn("")
+		rec := e.do(http.MethodGet, "/oauth2/sign_out", j.list(), nil)
+		loc, _ := url.Parse(rec.Header().Get("Location"))
+		if loc.Query().Get("id_token_hint") == "" || loc.Query().Get("post_logout_redirect_uri") != postLogout {
+			t.Errorf("end_session %s lacks id_token_hint or post_logout_redirect_uri", loc)
+		}
+		revs := e.idp.Revocations()
+		if len(revs) != 2 || revs[0].AuthMethod != "client_secret_basic" || revs[0].TypeHint != "refresh_token" {
+			t.Errorf("revocations = %+v, want the refresh token first, with client_secret_basic", revs)
+		}
+	})
+	t.Run("keycloak: back-channel logout by sid", func(t *testing.T) {
+		e := newTestEnv(t, nil).discover()
+		j := e.signIn("")
+		st := e.backchannelSession(j)
+		e.clock.Advance(time.Second) // the logout ends sessions created before it
+		if rec := e.backchannelPost(e.idp.LogoutToken("", st.SID)); rec.Code != http.StatusOK {
+			t.Fatalf("logout token with sid only: %d %s", rec.Code, rec.Body.String())
+		}
+		if rec := e.check(j.list(), "", nil); rec.Code != http.StatusUnauthorized {
+			t.Errorf("check after a logout by sid: %d, want 401", rec.Code)
+		}
+	})
+}
