@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 )
@@ -277,7 +278,23 @@ func (c *Config) Summary() []string {
 		lines = append(lines, "sessions: in the cookie "+s.CookieName,
 			"redis: not used: each replica refreshes and keeps back-channel logouts on its own (fine for one replica)")
 	}
-	return lines
+	return append(lines, c.OIDC.refreshSummary())
+}
+
+// refreshSummary says how sign-ins ask for a refresh token.
+func (o *OIDC) refreshSummary() string {
+	prompt, chosen := o.ExtraAuthParams["prompt"]
+	switch {
+	case !slices.Contains(o.Scopes, "offline_access"):
+		return "refresh tokens: offline_access not in oidc.scopes; only providers that issue them anyway (or for access_type=offline) give one"
+	case chosen:
+		return "refresh tokens: offline_access asked, with prompt=" + prompt + " from oidc.extraAuthParams"
+	case o.PromptConsent == PromptConsentAlways:
+		return "refresh tokens: offline_access asked, with prompt=consent on every sign-in"
+	case o.PromptConsent == PromptConsentNever:
+		return "refresh tokens: offline_access asked, never with prompt=consent (a sign-in without a refresh token is only warned about)"
+	}
+	return "refresh tokens: offline_access asked; prompt=consent once the provider withholds a refresh token (oidc.promptConsent: auto)"
 }
 
 // Authorization decides who may pass once signed in, and where sign-in may

@@ -114,6 +114,7 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 			IDToken: cfg.Session.StoreTokens.IDToken, RefreshToken: cfg.Session.StoreTokens.RefreshToken},
 		MaxAge:   cfg.Session.MaxAge.Duration,
 		Userinfo: d.Provider,
+		Groups:   d.Provider,
 		Log:      d.Log,
 	}
 	h := &handler{

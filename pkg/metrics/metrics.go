@@ -56,6 +56,7 @@ const (
 	EndpointRefresh    = "refresh"
 	EndpointRevocation = "revocation"
 	EndpointUserinfo   = "userinfo"
+	EndpointGraph      = "graph" // Microsoft Graph, for Entra ID's group overage
 
 	OutcomeOK    = "ok"
 	OutcomeError = "error"
@@ -240,7 +241,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{BackchannelAccepted, BackchannelRejected} {
 		m.BackchannelLogouts.WithLabelValues(r)
 	}
-	for _, e := range []string{EndpointDiscovery, EndpointJWKS, EndpointToken, EndpointRefresh, EndpointRevocation, EndpointUserinfo} {
+	for _, e := range []string{EndpointDiscovery, EndpointJWKS, EndpointToken, EndpointRefresh, EndpointRevocation, EndpointUserinfo, EndpointGraph} {
 		for _, o := range []string{OutcomeOK, OutcomeError} {
 			m.IdPRequestDuration.WithLabelValues(e, o)
 		}

@@ -53,6 +53,9 @@ type Config struct {
 	CAPEM           []byte // extra CA bundle
 	// BearerAudiences are the accepted aud values of bearer tokens (default: the client ID).
 	BearerAudiences []string
+	// MicrosoftGraphURL resolves Entra ID's group overage (graph.go);
+	// empty: https://graph.microsoft.com.
+	MicrosoftGraphURL string
 	// RequestTimeout bounds each call to the provider (default 10s).
 	RequestTimeout time.Duration
 }
