@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/extauth/extauth/pkg/identity"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -93,7 +95,7 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 			"The sign-in provider could not be reached. Try again in a moment.", "code exchange failed: "+err.Error())
 	}
 	if tokens.RefreshToken == "" && h.asksRefreshToken() && h.Config.Session.StoreTokens.RefreshToken {
-		if retry := h.noRefreshToken(w, flows, flow); retry != nil {
+		if retry := h.noRefreshToken(r.Context(), w, flows, flow, tokens); retry != nil {
 			return nil, "", retry
 		}
 	}
@@ -132,8 +134,9 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 // §11 (node oidc-provider, Google) grant offline_access only with
 // prompt=consent: in oidc.promptConsent auto the sign-in is restarted once
 // with it (and later sign-ins send it); otherwise it goes on, warned and
-// counted. A non-nil outcome is the restart.
-func (h *handler) noRefreshToken(w http.ResponseWriter, flows session.Flows, flow session.Flow) *outcome {
+// counted. A non-nil outcome is the restart; the access token of the
+// sign-in it replaces is revoked, so that nothing of it stays live.
+func (h *handler) noRefreshToken(ctx context.Context, w http.ResponseWriter, flows session.Flows, flow session.Flow, tokens *provider.Tokens) *outcome {
 	h.Metrics.SigninWarnings.WithLabelValues(metrics.WarningNoRefreshToken).Inc()
 	if flow.Consent || h.promptChosen() || h.Config.OIDC.PromptConsent != config.PromptConsentAuto {
 		h.Log.Warn("the provider issued no refresh token although offline_access was asked for: this session ends when its access token expires; "+
@@ -144,6 +147,7 @@ func (h *handler) noRefreshToken(w http.ResponseWriter, flows session.Flows, flo
 	h.consentLearned.Store(true)
 	h.Log.Warn("the provider issued no refresh token although offline_access was asked for; restarting the sign-in with prompt=consent " +
 		"(OpenID Connect Core §11), which this process sends with every sign-in from now on; set oidc.promptConsent: always to send it from the start")
+	h.revokeTokens(ctx, session.Tokens{AccessToken: tokens.AccessToken})
 	rest := slices.DeleteFunc(slices.Clone(flows), func(f session.Flow) bool { return f.State == flow.State })
 	authURL, _, refusal := h.beginSignIn(w, rest, flow.ReturnURL, true, flow.RedirectURL, true)
 	if refusal != nil {

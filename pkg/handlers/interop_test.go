@@ -53,6 +53,9 @@ func TestNoRefreshTokenRestartsWithConsent(t *testing.T) {
 	if noRefreshTokenWarnings(e) != 1 || !strings.Contains(e.logs.String(), "restarting the sign-in with prompt=consent") {
 		t.Errorf("warnings = %v; logs:\n%s", noRefreshTokenWarnings(e), e.logs.String())
 	}
+	if revs := e.idp.Revocations(); len(revs) != 1 || revs[0].Kind != "access_token" {
+		t.Errorf("revocations of the replaced sign-in = %+v, want its access token", revs)
+	}
 	rec = e.callback(j, e.idp.Login(t, t.Context(), retry.String()))
 	if rec.Code != http.StatusFound || rec.Header().Get("Location") != "https://app.example.com/page" {
 		t.Fatalf("callback after consent: %d to %q", rec.Code, rec.Header().Get("Location"))
