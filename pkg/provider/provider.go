@@ -448,9 +448,14 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string) (*Tokens, e
 	// it never decides expiry for us (its clock is the wall clock).
 	tok, err := d.oauth2.TokenSource(oidc.ClientContext(ctx, p.client), &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
+		// invalid_grant is the refusal RFC 6749 names; Dex answers a reused,
+		// deleted or expired refresh token with 400 invalid_request instead.
+		// Either is the provider's answer, not an outage: retrying the same
+		// token cannot succeed.
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
-			return nil, fmt.Errorf("%w: %s", ErrRefreshRejected, re.ErrorDescription)
+		if errors.As(err, &re) && (re.ErrorCode == "invalid_grant" ||
+			re.ErrorCode == "invalid_request" && re.Response != nil && re.Response.StatusCode == http.StatusBadRequest) {
+			return nil, fmt.Errorf("%w: %s %s", ErrRefreshRejected, re.ErrorCode, re.ErrorDescription)
 		}
 		return nil, fmt.Errorf("refresh: %w", err)
 	}

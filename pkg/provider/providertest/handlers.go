@@ -59,6 +59,9 @@ func (p *Provider) endpoint(name string, methods []string, h http.HandlerFunc) h
 		case FaultInvalidGrant:
 			writeError(w, invalidGrant("fault injected"))
 			return
+		case FaultInvalidRequest:
+			writeError(w, badRequest("invalid_request", "fault injected"))
+			return
 		}
 		if !slices.Contains(methods, r.Method) {
 			w.Header().Set("Allow", strings.Join(methods, ", "))

@@ -93,6 +93,9 @@ const (
 	// FaultInvalidGrant answers 400 {"error":"invalid_grant"} (meant for the
 	// token endpoint).
 	FaultInvalidGrant
+	// FaultInvalidRequest answers 400 {"error":"invalid_request"}: what Dex
+	// answers a reused, deleted or expired refresh token with.
+	FaultInvalidRequest
 )
 
 func (f Fault) String() string {
@@ -105,6 +108,8 @@ func (f Fault) String() string {
 		return "hang"
 	case FaultInvalidGrant:
 		return "invalid_grant"
+	case FaultInvalidRequest:
+		return "invalid_request"
 	}
 	return fmt.Sprintf("Fault(%d)", int(f))
 }
