@@ -286,6 +286,10 @@ func runInterop(t *testing.T, p *interopProvider) {
 	rt := refreshTokenOf(t, s, sessionCookie(t, ctx))
 	before = p.Proxy.counts()
 	run(t, ctx, "sign out", chromedp.Navigate(s.URL+"/oauth2/sign_out"))
+	// Before the provider's own logout page is confirmed: confirming it
+	// may end the grant by itself (node oidc-provider does), which would
+	// hide a revocation that did not happen.
+	code := redeemAt(t, p.Issuer+p.Proxy.path("token"), p.ClientID, p.ClientSecret, rt)
 	if p.ConfirmLogout != nil {
 		p.ConfirmLogout(t, ctx)
 	}
@@ -293,7 +297,6 @@ func runInterop(t *testing.T, p *interopProvider) {
 	revoked := c.revocations[len(before.revocations):]
 	ends := c.endSessions[len(before.endSessions):]
 	hint := len(ends) > 0 && ends[0].Get("id_token_hint") != ""
-	code := redeemAt(t, p.Issuer+p.Proxy.path("token"), p.ClientID, p.ClientSecret, rt)
 	report("sign-out: revocations %v, end_session calls %d (id_token_hint %v), old refresh token now %q", revoked, len(ends), hint, code)
 	if len(revoked) == 0 || revoked[0] != "refresh_token" {
 		t.Errorf("revocations at sign-out = %v, want the refresh token first", revoked)
@@ -321,6 +324,7 @@ func runInterop(t *testing.T, p *interopProvider) {
 	if code := httpGet(t, s.URL+"/hello", cookies).StatusCode; code != http.StatusOK {
 		t.Fatalf("signed in again, but the check answers %d", code)
 	}
+	before = p.Proxy.counts()
 	p.BackchannelLogout(t, ctx)
 	start := time.Now()
 	status := 0
@@ -330,9 +334,15 @@ func runInterop(t *testing.T, p *interopProvider) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	report("back-channel logout: the next check answers %d after %v", status, time.Since(start).Round(time.Millisecond))
+	c = p.Proxy.counts()
+	report("back-channel logout: the next check answers %d after %v (%d refresh grants meanwhile)", status,
+		time.Since(start).Round(time.Millisecond), c.grants["refresh_token"]-before.grants["refresh_token"])
 	if status != http.StatusFound {
 		t.Errorf("after the provider's back-channel logout the page answers %d, want 302 to sign in", status)
+	}
+	// The logout record ended the session, not a refresh the provider refused.
+	if c.grants["refresh_token"] != before.grants["refresh_token"] {
+		t.Errorf("%d refresh grants between the back-channel logout and the check", c.grants["refresh_token"]-before.grants["refresh_token"])
 	}
 }
 

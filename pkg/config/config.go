@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 )
@@ -77,6 +78,19 @@ type OIDC struct {
 	// ExtraAuthParams are added to the authorization request, e.g.
 	// {audience: api://default}. Default empty.
 	ExtraAuthParams map[string]string `json:"extraAuthParams"`
+	// PromptConsent says when sign-ins that ask for offline_access send
+	// prompt=consent, which OpenID Connect Core §11 requires for a refresh
+	// token (node oidc-provider, Google) and others do without: "auto"
+	// sends it once a provider answered a sign-in without a refresh token
+	// (that sign-in is restarted with it), "always" on every such sign-in,
+	// "never" never. extraAuthParams.prompt, when set, wins. Default "auto".
+	PromptConsent string `json:"promptConsent"`
+	// MicrosoftGraphURL is where Entra ID group overage is resolved: an ID
+	// token that names its groups in _claim_names instead of a groups
+	// claim (more than 200) has them read from Microsoft Graph with the
+	// access token. Default https://graph.microsoft.com (sovereign clouds
+	// have their own).
+	MicrosoftGraphURL string `json:"microsoftGraphURL"`
 	// RevocationURL is the RFC 7009 endpoint. Default empty: discovery's
 	// revocation_endpoint.
 	RevocationURL string `json:"revocationURL"`
@@ -92,6 +106,13 @@ type OIDC struct {
 	// Claims names the ID token claims extauth reads.
 	Claims Claims `json:"claims"`
 }
+
+// oidc.promptConsent values.
+const (
+	PromptConsentAuto   = "auto"
+	PromptConsentAlways = "always"
+	PromptConsentNever  = "never"
+)
 
 // Claims names the claims that carry the user's identity.
 type Claims struct {
@@ -257,7 +278,23 @@ func (c *Config) Summary() []string {
 		lines = append(lines, "sessions: in the cookie "+s.CookieName,
 			"redis: not used: each replica refreshes and keeps back-channel logouts on its own (fine for one replica)")
 	}
-	return lines
+	return append(lines, c.OIDC.refreshSummary())
+}
+
+// refreshSummary says how sign-ins ask for a refresh token.
+func (o *OIDC) refreshSummary() string {
+	prompt, chosen := o.ExtraAuthParams["prompt"]
+	switch {
+	case !slices.Contains(o.Scopes, "offline_access"):
+		return "refresh tokens: offline_access not in oidc.scopes; only providers that issue them anyway (or for access_type=offline) give one"
+	case chosen:
+		return "refresh tokens: offline_access asked, with prompt=" + prompt + " from oidc.extraAuthParams"
+	case o.PromptConsent == PromptConsentAlways:
+		return "refresh tokens: offline_access asked, with prompt=consent on every sign-in"
+	case o.PromptConsent == PromptConsentNever:
+		return "refresh tokens: offline_access asked, never with prompt=consent (a sign-in without a refresh token is only warned about)"
+	}
+	return "refresh tokens: offline_access asked; prompt=consent once the provider withholds a refresh token (oidc.promptConsent: auto)"
 }
 
 // Authorization decides who may pass once signed in, and where sign-in may
@@ -322,8 +359,10 @@ func Default() *Config {
 			ShutdownTimeout: Duration{15 * time.Second},
 		},
 		OIDC: OIDC{
-			Scopes: []string{"openid", "profile", "email", "offline_access"},
-			PKCE:   true,
+			Scopes:            []string{"openid", "profile", "email", "offline_access"},
+			PKCE:              true,
+			PromptConsent:     PromptConsentAuto,
+			MicrosoftGraphURL: "https://graph.microsoft.com",
 			Claims: Claims{
 				User:              "sub",
 				Email:             "email",

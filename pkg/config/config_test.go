@@ -955,3 +955,24 @@ func TestRedisAddressTurnsRedisOn(t *testing.T) {
 	err := parseError(t, strings.Replace(minimal, "session:", "session:\n  store: redis\n  redis: {enabled: false, address: r:6379}", 1))
 	requireErrors(t, err, "session.redis.enabled: false contradicts session.store: redis")
 }
+
+// TestPromptConsent: oidc.promptConsent is auto by default, takes always
+// and never, refuses anything else, and the summary says how sign-ins ask
+// for a refresh token.
+func TestPromptConsent(t *testing.T) {
+	if cfg := mustParse(t, minimal); cfg.OIDC.PromptConsent != PromptConsentAuto ||
+		!strings.Contains(strings.Join(cfg.Summary(), "\n"), "prompt=consent once the provider withholds a refresh token") {
+		t.Errorf("default %q, summary %q", cfg.OIDC.PromptConsent, cfg.Summary())
+	}
+	for value, want := range map[string]string{
+		"always": "prompt=consent on every sign-in",
+		"never":  "never with prompt=consent",
+	} {
+		cfg := mustParse(t, strings.Replace(minimal, "oidc:", "oidc:\n  promptConsent: "+value, 1))
+		if got := strings.Join(cfg.Summary(), "\n"); !strings.Contains(got, want) {
+			t.Errorf("%s: summary %q", value, got)
+		}
+	}
+	err := parseError(t, strings.Replace(minimal, "oidc:", "oidc:\n  promptConsent: sometimes", 1))
+	requireErrors(t, err, `oidc.promptConsent: "sometimes" is not auto, always or never`)
+}

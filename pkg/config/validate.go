@@ -161,12 +161,18 @@ func (o *OIDC) validate(p *problems) {
 		{"oidc.revocationURL", o.RevocationURL},
 		{"oidc.endSessionURL", o.EndSessionURL},
 		{"oidc.postLogoutRedirectURL", o.PostLogoutRedirectURL},
+		{"oidc.microsoftGraphURL", o.MicrosoftGraphURL},
 	} {
 		if u.value != "" {
 			checkURL(p, u.path, u.value)
 		}
 	}
 	o.validateScopes(p)
+	switch o.PromptConsent {
+	case PromptConsentAuto, PromptConsentAlways, PromptConsentNever:
+	default:
+		p.add("oidc.promptConsent", "%q is not auto, always or never", o.PromptConsent)
+	}
 	for key := range o.ExtraAuthParams {
 		if slices.Contains(reservedAuthParams, key) {
 			p.add("oidc.extraAuthParams."+key, "is set by extauth and cannot be overridden")

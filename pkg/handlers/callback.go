@@ -1,16 +1,20 @@
 package handlers
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"slices"
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/oauth2"
 
+	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/identity"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/session"
 )
 
@@ -90,6 +94,11 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 		return nil, "", signInFailed(metrics.CallbackExchangeFailed, http.StatusBadGateway,
 			"The sign-in provider could not be reached. Try again in a moment.", "code exchange failed: "+err.Error())
 	}
+	if tokens.RefreshToken == "" && h.asksRefreshToken() && h.Config.Session.StoreTokens.RefreshToken {
+		if retry := h.noRefreshToken(r.Context(), w, flows, flow, tokens); retry != nil {
+			return nil, "", retry
+		}
+	}
 	if tokens.IDToken == "" {
 		return nil, "", invalidIDToken("The sign-in provider sent no ID token.", "no id_token in token response")
 	}
@@ -117,6 +126,34 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 			"You are signed in at the provider, but this account is not allowed here.", string(reason))
 	}
 	return st, flow.ReturnURL, nil
+}
+
+// noRefreshToken handles a sign-in that asked for offline_access and got
+// no refresh token: without one the session ends with the access token,
+// silently, at the first expiry. Providers that follow OpenID Connect Core
+// §11 (node oidc-provider, Google) grant offline_access only with
+// prompt=consent: in oidc.promptConsent auto the sign-in is restarted once
+// with it (and later sign-ins send it); otherwise it goes on, warned and
+// counted. A non-nil outcome is the restart; the access token of the
+// sign-in it replaces is revoked, so that nothing of it stays live.
+func (h *handler) noRefreshToken(ctx context.Context, w http.ResponseWriter, flows session.Flows, flow session.Flow, tokens *provider.Tokens) *outcome {
+	h.Metrics.SigninWarnings.WithLabelValues(metrics.WarningNoRefreshToken).Inc()
+	if flow.Consent || h.promptChosen() || h.Config.OIDC.PromptConsent != config.PromptConsentAuto {
+		h.Log.Warn("the provider issued no refresh token although offline_access was asked for: this session ends when its access token expires; "+
+			"allow offline_access (refresh tokens) for this client at the provider, or set oidc.promptConsent: always if it grants offline_access only with prompt=consent",
+			"prompt_consent_sent", flow.Consent)
+		return nil
+	}
+	h.consentLearned.Store(true)
+	h.Log.Warn("the provider issued no refresh token although offline_access was asked for; restarting the sign-in with prompt=consent " +
+		"(OpenID Connect Core §11), which this process sends with every sign-in from now on; set oidc.promptConsent: always to send it from the start")
+	h.revokeTokens(ctx, session.Tokens{AccessToken: tokens.AccessToken})
+	rest := slices.DeleteFunc(slices.Clone(flows), func(f session.Flow) bool { return f.State == flow.State })
+	authURL, _, refusal := h.beginSignIn(w, rest, flow.ReturnURL, true, flow.RedirectURL, true)
+	if refusal != nil {
+		return refusal
+	}
+	return &outcome{status: http.StatusFound, location: authURL, reason: "no refresh token: sign-in restarted with prompt=consent"}
 }
 
 // safeErrorCode keeps an OAuth error code fit for a page and a log line: the

@@ -83,7 +83,7 @@ func (h *handler) gatewayCheck(w http.ResponseWriter, r *http.Request, rl *reqLo
 	if redirectURL == "" {
 		redirectURL = orig.scheme + "://" + orig.host + h.prefix + "/callback"
 	}
-	authURL, _, refusal := h.beginSignIn(w, r, returnURL, ok, redirectURL)
+	authURL, _, refusal := h.beginSignIn(w, h.Flows.Load(r), returnURL, ok, redirectURL, false)
 	if refusal != nil {
 		// No sign-in this time: the 401 still fails closed.
 		return &outcome{status: http.StatusUnauthorized, result: o.result, reason: o.reason + "; sign-in: " + refusal.reason}

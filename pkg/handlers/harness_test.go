@@ -97,7 +97,8 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	m := metrics.New(reg, "test")
 	p, err := provider.New(provider.Config{
 		IssuerURL: cfg.OIDC.IssuerURL, ClientID: cfg.OIDC.ClientID, ClientSecret: cfg.OIDC.ClientSecret,
-		Scopes: cfg.OIDC.Scopes, PKCE: cfg.OIDC.PKCE, BearerAudiences: cfg.Authorization.BearerAudiences,
+		Scopes: cfg.OIDC.Scopes, PKCE: cfg.OIDC.PKCE, BearerAudiences: cfg.Authorization.BearerAudiences, ExtraAuthParams: cfg.OIDC.ExtraAuthParams,
+		MicrosoftGraphURL: cfg.OIDC.MicrosoftGraphURL, EndSessionURL: cfg.OIDC.EndSessionURL, RevocationURL: cfg.OIDC.RevocationURL,
 		RequestTimeout: 2 * testRefreshTimeout, // hanging-provider tests wait this long
 	}, clk.Now, log, m)
 	if err != nil {

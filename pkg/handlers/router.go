@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -80,6 +81,10 @@ type handler struct {
 	prefix    string
 	// trusted are server.trustedProxies, parsed.
 	trusted []netip.Prefix
+	// consentLearned: the provider withheld a refresh token from a sign-in
+	// without prompt=consent; in oidc.promptConsent auto every sign-in
+	// sends it from then on.
+	consentLearned atomic.Bool
 }
 
 // NewRouter mounts every endpoint of the main listener.
@@ -109,6 +114,7 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 			IDToken: cfg.Session.StoreTokens.IDToken, RefreshToken: cfg.Session.StoreTokens.RefreshToken},
 		MaxAge:   cfg.Session.MaxAge.Duration,
 		Userinfo: d.Provider,
+		Groups:   d.Provider,
 		Log:      d.Log,
 	}
 	h := &handler{

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/session"
@@ -20,7 +22,7 @@ func (h *handler) start(c *gin.Context, _ *reqLog) *outcome {
 		return providerNotReady
 	}
 	returnURL, ok := h.returnURL(c.Request)
-	authURL, result, refusal := h.beginSignIn(c.Writer, c.Request, returnURL, ok, h.redirectURL(c.Request))
+	authURL, result, refusal := h.beginSignIn(c.Writer, h.Flows.Load(c.Request), returnURL, ok, h.redirectURL(c.Request), false)
 	if refusal != nil {
 		return refusal
 	}
@@ -35,16 +37,18 @@ var providerNotReady = &outcome{status: http.StatusServiceUnavailable, reason: "
 	message: "The sign-in provider is not reachable yet. Try again in a moment."}
 
 // beginSignIn starts a sign-in: a new flow (state, nonce, PKCE verifier,
-// return URL) bound to this browser by the flow cookie it sets, and the
-// provider's authorization URL to send the browser to. returnOK says
+// return URL) added to the browser's flows in the flow cookie it sets, and
+// the provider's authorization URL to send the browser to. returnOK says
 // whether the return URL passed the rules (else it is "/" already); it is
-// counted, and result is the count's label. On failure nothing is set.
-func (h *handler) beginSignIn(w http.ResponseWriter, r *http.Request, returnURL string, returnOK bool, redirectURL string) (authURL, result string, refusal *outcome) {
+// counted, and result is the count's label. retry is the callback asking
+// again with prompt=consent. On failure nothing is set.
+func (h *handler) beginSignIn(w http.ResponseWriter, flows session.Flows, returnURL string, returnOK bool, redirectURL string, retry bool) (authURL, result string, refusal *outcome) {
 	result = metrics.SigninRedirected
 	if !returnOK {
 		result = metrics.SigninInvalidRedirect
 	}
-	flow := session.Flow{ReturnURL: returnURL, RedirectURL: redirectURL, Expires: h.Now().Add(session.FlowTTL)}
+	flow := session.Flow{ReturnURL: returnURL, RedirectURL: redirectURL, Expires: h.Now().Add(session.FlowTTL),
+		Consent: h.promptConsent(retry)}
 	var err error
 	if flow.State, err = h.random(32); err == nil {
 		if flow.Nonce, err = h.random(32); err == nil && h.Provider.PKCE() {
@@ -55,17 +59,54 @@ func (h *handler) beginSignIn(w http.ResponseWriter, r *http.Request, returnURL 
 	if err != nil {
 		return "", "", &outcome{status: http.StatusInternalServerError, reason: "random source failed", message: "Could not start the sign-in."}
 	}
-	authURL, err = h.Provider.AuthCodeURL(redirectURL, flow.State, flow.Nonce, flow.Verifier)
+	var extra map[string]string
+	if flow.Consent {
+		extra = consentPrompt
+	}
+	authURL, err = h.Provider.AuthCodeURLWith(redirectURL, flow.State, flow.Nonce, flow.Verifier, extra)
 	if errors.Is(err, provider.ErrNotReady) {
 		return "", "", providerNotReady
 	} else if err != nil {
 		return "", "", &outcome{status: http.StatusInternalServerError, reason: "authorization URL: " + err.Error(), message: "Could not start the sign-in."}
 	}
-	if err := h.Flows.Add(w, h.Flows.Load(r), flow); err != nil {
+	if err := h.Flows.Add(w, flows, flow); err != nil {
 		return "", "", &outcome{status: http.StatusInternalServerError, reason: "flow cookie: " + err.Error(), message: "Could not start the sign-in."}
 	}
 	h.Metrics.Signins.WithLabelValues(result).Inc()
 	return authURL, result, nil
+}
+
+// consentPrompt asks the provider to show its consent page, which OpenID
+// Connect Core §11 requires before it grants offline_access.
+var consentPrompt = map[string]string{"prompt": "consent"}
+
+// asksRefreshToken reports whether sign-ins ask for a refresh token:
+// offline_access is in oidc.scopes.
+func (h *handler) asksRefreshToken() bool {
+	return slices.Contains(h.Config.OIDC.Scopes, "offline_access")
+}
+
+// promptChosen: the operator set a prompt in oidc.extraAuthParams, which
+// is sent as it is.
+func (h *handler) promptChosen() bool {
+	_, ok := h.Config.OIDC.ExtraAuthParams["prompt"]
+	return ok
+}
+
+// promptConsent decides whether a sign-in sends prompt=consent
+// (oidc.promptConsent): always, never, or in auto once this process has
+// seen the provider withhold a refresh token (or for the retry itself).
+func (h *handler) promptConsent(retry bool) bool {
+	if !h.asksRefreshToken() || h.promptChosen() {
+		return false
+	}
+	switch h.Config.OIDC.PromptConsent {
+	case config.PromptConsentAlways:
+		return true
+	case config.PromptConsentAuto:
+		return retry || h.consentLearned.Load()
+	}
+	return false
 }
 
 // returnURL is rd, else X-Auth-Request-Redirect (ingress-nginx sends it),

@@ -246,6 +246,11 @@ func (h *handler) endSessionURL(r *http.Request, st *session.State, returnURL st
 	}
 	if postLogout != "" {
 		q.Set("post_logout_redirect_uri", postLogout)
+		if strings.HasSuffix(u.Path, "/v2/logout") {
+			// Auth0's own logout endpoint (oidc.endSessionURL: its OIDC
+			// one is off by default) reads returnTo instead.
+			q.Set("returnTo", postLogout)
+		}
 	}
 	u.RawQuery = q.Encode()
 	return u.String(), true

@@ -24,6 +24,9 @@ type Identity struct {
 	// present marks the fields a source stated, even as empty: a refreshed
 	// ID token with "groups": [] removes the groups.
 	present fields
+	// groupsOverage: the token has too many groups to carry and says so
+	// (Entra ID's _claim_names or hasgroups) instead of a groups claim.
+	groupsOverage bool
 }
 
 // fields is a set of identity fields.
@@ -58,8 +61,24 @@ func (n Names) Read(claims map[string]any) Identity {
 	}
 	if v, ok := claims[n.Groups]; ok {
 		id.Groups, id.present = claimStrings(v), id.present|fieldGroups
+	} else {
+		id.groupsOverage = groupsOverage(claims, n.Groups)
 	}
 	return id
+}
+
+// groupsOverage reports Entra ID's group overage: a user in more than 200
+// groups gets a token without the groups claim and with
+// "_claim_names": {"groups": "src1"} (pointing into _claim_sources), or,
+// where the token must stay small, "hasgroups": true.
+func groupsOverage(claims map[string]any, name string) bool {
+	if names, ok := claims["_claim_names"].(map[string]any); ok {
+		if _, ok := names[name]; ok {
+			return true
+		}
+	}
+	has, _ := claims["hasgroups"].(bool)
+	return has
 }
 
 // Complete reports whether every field is stated.

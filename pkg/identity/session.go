@@ -21,6 +21,12 @@ type UserinfoSource interface {
 	Userinfo(ctx context.Context, accessToken string) (*oidc.UserInfo, error)
 }
 
+// GroupsSource reads a user's groups where the token could not carry
+// them: Microsoft Graph for Entra ID's group overage.
+type GroupsSource interface {
+	MemberGroups(ctx context.Context, accessToken string) ([]string, error)
+}
+
 // Builder makes sessions from what a provider states; its fields come
 // from the configuration (oidc.claims, session.storeTokens, session.maxAge).
 type Builder struct {
@@ -31,6 +37,9 @@ type Builder struct {
 	// put email, groups or names only there): once at sign-in and once
 	// per refresh, never on the check.
 	Userinfo UserinfoSource
+	// Groups is asked for the groups of a token with a group overage; nil:
+	// such a user has no groups (and group rules refuse them).
+	Groups GroupsSource
 	// Log gets the userinfo failures a sign-in or refresh goes on
 	// without; nil: they are not logged.
 	Log *slog.Logger
@@ -65,6 +74,9 @@ func (b *Builder) SignIn(ctx context.Context, idTok *oidc.IDToken, tokens *provi
 			id.Fill(extra)
 			fromUserinfo = true
 		}
+	}
+	if id.groupsOverage && id.present&fieldGroups == 0 {
+		b.overageGroups(ctx, &id, tokens.AccessToken, idTok.Subject)
 	}
 	sid, _ := claims["sid"].(string)
 	st := &session.State{
@@ -117,10 +129,32 @@ func (b *Builder) Refreshed(ctx context.Context, prev *session.State, idTok *oid
 			id.Fill(extra)
 		}
 	}
+	if id.groupsOverage && id.present&fieldGroups == 0 {
+		// A failure keeps the groups the session had (Fill below).
+		b.overageGroups(ctx, &id, tokens.AccessToken, next.Subject)
+	}
 	id.Fill(of(&next))
 	id.apply(&next)
 	b.setTokens(&next, prev, tokens)
 	return &next, nil
+}
+
+// overageGroups reads the groups of a token with a group overage into id.
+// When they cannot be read, id's groups stay unstated: at sign-in the
+// session has none, so group rules refuse it (closed, not a 5xx); at a
+// refresh the session keeps the groups it had.
+func (b *Builder) overageGroups(ctx context.Context, id *Identity, accessToken, sub string) {
+	if b.Groups == nil {
+		b.log().Warn("the token names no groups because the user has too many (group overage), and no source is configured to read them", "sub", sub)
+		return
+	}
+	groups, err := b.Groups.MemberGroups(ctx, accessToken)
+	if err != nil {
+		b.log().Warn("group overage: the groups could not be read from Microsoft Graph; group rules refuse this user until they can", "sub", sub, "error", err)
+		return
+	}
+	b.log().Info("group overage: groups read from Microsoft Graph", "sub", sub, "groups", len(groups))
+	id.Groups, id.present = groups, id.present|fieldGroups
 }
 
 // Bearer is the one-check session a verified bearer token stands for.

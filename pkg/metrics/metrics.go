@@ -56,11 +56,19 @@ const (
 	EndpointRefresh    = "refresh"
 	EndpointRevocation = "revocation"
 	EndpointUserinfo   = "userinfo"
+	EndpointGraph      = "graph" // Microsoft Graph, for Entra ID's group overage
 
 	OutcomeOK    = "ok"
 	OutcomeError = "error"
 
 	// A JWKS refetch for a token with an unknown kid.
+	// extauth_signin_warnings_total warnings
+	WarningNoRefreshToken = "no_refresh_token" // offline_access asked, no refresh token given
+
+	// extauth_groups_overage_total results (Entra ID's groups from Microsoft Graph)
+	OverageFetched = "fetched"
+	OverageError   = "error"
+
 	KeyRefetchFetched   = "fetched"
 	KeyRefetchThrottled = "throttled" // refused: another fetch was too recent
 	KeyRefetchError     = "error"
@@ -103,6 +111,8 @@ type Metrics struct {
 	StoreLatency        *prometheus.HistogramVec // op
 	RefreshLockWait     prometheus.Histogram
 	KeyRefetches        *prometheus.CounterVec // result
+	SigninWarnings      *prometheus.CounterVec // warning
+	GroupsOverage       *prometheus.CounterVec // result
 	authObservers       map[[2]string]authObserver
 
 	httpMu        sync.RWMutex
@@ -188,12 +198,19 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		KeyRefetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauth_jwks_refetches_total", Help: "JWKS refetches asked for by a token with an unknown kid, by result (throttled: within 30 s of the last fetch, not fetched).",
 		}, []string{"result"}),
+		SigninWarnings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_signin_warnings_total", Help: "Sign-ins that completed with a problem, by warning (no_refresh_token: offline_access asked, none given; the session ends with the access token).",
+		}, []string{"warning"}),
+		GroupsOverage: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauth_groups_overage_total", Help: "ID tokens with Entra ID's group overage (groups named in _claim_names), by result of reading them from Microsoft Graph.",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(
 		m.AuthRequests, m.AuthRequestDuration, m.Signins, m.Callbacks, m.TokenRefreshes,
 		m.TokenRevocations, m.SignOuts, m.BackchannelLogouts, m.IdPRequestDuration,
 		m.SessionCookieBytes, m.HTTPRequests, m.HTTPRequestDuration, m.BuildInfo,
 		m.StoreOperations, m.StoreLatency, m.RefreshLockWait, m.KeyRefetches,
+		m.SigninWarnings, m.GroupsOverage,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -224,13 +241,17 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	for _, r := range []string{BackchannelAccepted, BackchannelRejected} {
 		m.BackchannelLogouts.WithLabelValues(r)
 	}
-	for _, e := range []string{EndpointDiscovery, EndpointJWKS, EndpointToken, EndpointRefresh, EndpointRevocation, EndpointUserinfo} {
+	for _, e := range []string{EndpointDiscovery, EndpointJWKS, EndpointToken, EndpointRefresh, EndpointRevocation, EndpointUserinfo, EndpointGraph} {
 		for _, o := range []string{OutcomeOK, OutcomeError} {
 			m.IdPRequestDuration.WithLabelValues(e, o)
 		}
 	}
 	for _, r := range []string{KeyRefetchFetched, KeyRefetchThrottled, KeyRefetchError} {
 		m.KeyRefetches.WithLabelValues(r)
+	}
+	m.SigninWarnings.WithLabelValues(WarningNoRefreshToken)
+	for _, r := range []string{OverageFetched, OverageError} {
+		m.GroupsOverage.WithLabelValues(r)
 	}
 	for _, op := range StoreOps {
 		m.StoreLatency.WithLabelValues(op)

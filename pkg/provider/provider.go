@@ -53,6 +53,9 @@ type Config struct {
 	CAPEM           []byte // extra CA bundle
 	// BearerAudiences are the accepted aud values of bearer tokens (default: the client ID).
 	BearerAudiences []string
+	// MicrosoftGraphURL resolves Entra ID's group overage (graph.go);
+	// empty: https://graph.microsoft.com.
+	MicrosoftGraphURL string
 	// RequestTimeout bounds each call to the provider (default 10s).
 	RequestTimeout time.Duration
 }
@@ -283,6 +286,12 @@ func (p *Provider) Endpoints() (Endpoints, error) {
 // client_id, redirect_uri, scope, state, nonce and, with PKCE, the S256
 // challenge of verifier.
 func (p *Provider) AuthCodeURL(redirectURL, state, nonce, verifier string) (string, error) {
+	return p.AuthCodeURLWith(redirectURL, state, nonce, verifier, nil)
+}
+
+// AuthCodeURLWith is AuthCodeURL with extra parameters (prompt=consent)
+// added after oidc.extraAuthParams.
+func (p *Provider) AuthCodeURLWith(redirectURL, state, nonce, verifier string, extra map[string]string) (string, error) {
 	d, err := p.get()
 	if err != nil {
 		return "", err
@@ -294,6 +303,9 @@ func (p *Provider) AuthCodeURL(redirectURL, state, nonce, verifier string) (stri
 		opts = append(opts, oauth2.S256ChallengeOption(verifier))
 	}
 	for k, v := range p.cfg.ExtraAuthParams {
+		opts = append(opts, oauth2.SetAuthURLParam(k, v))
+	}
+	for k, v := range extra {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
 	}
 	return conf.AuthCodeURL(state, opts...), nil
@@ -436,9 +448,14 @@ func (p *Provider) Refresh(ctx context.Context, refreshToken string) (*Tokens, e
 	// it never decides expiry for us (its clock is the wall clock).
 	tok, err := d.oauth2.TokenSource(oidc.ClientContext(ctx, p.client), &oauth2.Token{RefreshToken: refreshToken}).Token()
 	if err != nil {
+		// invalid_grant is the refusal RFC 6749 names; Dex answers a reused,
+		// deleted or expired refresh token with 400 invalid_request instead.
+		// Either is the provider's answer, not an outage: retrying the same
+		// token cannot succeed.
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
-			return nil, fmt.Errorf("%w: %s", ErrRefreshRejected, re.ErrorDescription)
+		if errors.As(err, &re) && (re.ErrorCode == "invalid_grant" ||
+			re.ErrorCode == "invalid_request" && re.Response != nil && re.Response.StatusCode == http.StatusBadRequest) {
+			return nil, fmt.Errorf("%w: %s %s", ErrRefreshRejected, re.ErrorCode, re.ErrorDescription)
 		}
 		return nil, fmt.Errorf("refresh: %w", err)
 	}

@@ -602,6 +602,10 @@ func TestRefreshErrors(t *testing.T) {
 			e.idp.SetFault(providertest.EndpointToken, providertest.FaultInvalidGrant)
 			return rt
 		}, true},
+		{"invalid_request answer (Dex's refusal)", 0, func(e *env, rt string) string {
+			e.idp.SetFault(providertest.EndpointToken, providertest.FaultInvalidRequest)
+			return rt
+		}, true},
 		// The provider could not refresh now: the session goes on.
 		{"503", 0, func(e *env, rt string) string {
 			e.idp.SetFault(providertest.EndpointToken, providertest.Fault503)

@@ -52,16 +52,17 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		return nil, fmt.Errorf("oidc.caFile: %w", err)
 	}
 	p, err := provider.New(provider.Config{
-		IssuerURL:       cfg.OIDC.IssuerURL,
-		ClientID:        cfg.OIDC.ClientID,
-		ClientSecret:    cfg.OIDC.ClientSecret,
-		Scopes:          cfg.OIDC.Scopes,
-		PKCE:            cfg.OIDC.PKCE,
-		ExtraAuthParams: cfg.OIDC.ExtraAuthParams,
-		RevocationURL:   cfg.OIDC.RevocationURL,
-		EndSessionURL:   cfg.OIDC.EndSessionURL,
-		CAPEM:           ca,
-		BearerAudiences: cfg.Authorization.BearerAudiences,
+		IssuerURL:         cfg.OIDC.IssuerURL,
+		ClientID:          cfg.OIDC.ClientID,
+		ClientSecret:      cfg.OIDC.ClientSecret,
+		Scopes:            cfg.OIDC.Scopes,
+		PKCE:              cfg.OIDC.PKCE,
+		ExtraAuthParams:   cfg.OIDC.ExtraAuthParams,
+		RevocationURL:     cfg.OIDC.RevocationURL,
+		EndSessionURL:     cfg.OIDC.EndSessionURL,
+		CAPEM:             ca,
+		BearerAudiences:   cfg.Authorization.BearerAudiences,
+		MicrosoftGraphURL: cfg.OIDC.MicrosoftGraphURL,
 	}, now, log, m)
 	if err != nil {
 		return nil, err

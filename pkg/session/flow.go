@@ -19,6 +19,9 @@ type Flow struct {
 	// scheme the callback reaches us through.
 	RedirectURL string
 	Expires     time.Time
+	// Consent says the authorization request carried prompt=consent, so
+	// the callback does not restart the sign-in to ask for it.
+	Consent bool
 }
 
 // Flows are the sign-ins in flight in one browser, oldest first. Several
@@ -34,9 +37,18 @@ const (
 	maxFlowCookieBytes = 3800
 )
 
+// The flow cookie's layouts: version 1 had no flags byte, version 2 ends
+// each flow with one (flowConsent). Version 1 cookies, at most FlowTTL old
+// after an upgrade, still decode.
+const (
+	flowsV1     = 1
+	flowsV2     = 2
+	flowConsent = 1 << 0
+)
+
 // MarshalBinary implements encoding.BinaryMarshaler.
 func (f Flows) MarshalBinary() ([]byte, error) {
-	b := []byte{stateVersion}
+	b := []byte{flowsV2}
 	for _, fl := range f {
 		b = appendString(b, fl.State)
 		b = appendString(b, fl.Nonce)
@@ -44,6 +56,11 @@ func (f Flows) MarshalBinary() ([]byte, error) {
 		b = appendString(b, fl.ReturnURL)
 		b = appendString(b, fl.RedirectURL)
 		b = binary.AppendVarint(b, fl.Expires.Unix())
+		var flags byte
+		if fl.Consent {
+			flags |= flowConsent
+		}
+		b = append(b, flags)
 	}
 	return b, nil
 }
@@ -51,19 +68,28 @@ func (f Flows) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary implements encoding.BinaryUnmarshaler.
 func (f *Flows) UnmarshalBinary(data []byte) error {
 	d := decoder{b: data}
-	if d.byte() != stateVersion {
+	version := d.byte()
+	if version != flowsV1 && version != flowsV2 {
 		return errCorrupt
 	}
 	var out Flows
 	for len(d.b) > 0 && d.err == nil && len(out) <= maxFlows {
-		out = append(out, Flow{
+		fl := Flow{
 			State:       d.string(),
 			Nonce:       d.string(),
 			Verifier:    d.string(),
 			ReturnURL:   d.string(),
 			RedirectURL: d.string(),
 			Expires:     time.Unix(d.varint(), 0),
-		})
+		}
+		if version == flowsV2 {
+			flags := d.byte()
+			if flags&^flowConsent != 0 {
+				return errCorrupt
+			}
+			fl.Consent = flags&flowConsent != 0
+		}
+		out = append(out, fl)
 	}
 	if d.err != nil || len(d.b) != 0 {
 		return errCorrupt

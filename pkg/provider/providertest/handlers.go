@@ -59,6 +59,9 @@ func (p *Provider) endpoint(name string, methods []string, h http.HandlerFunc) h
 		case FaultInvalidGrant:
 			writeError(w, invalidGrant("fault injected"))
 			return
+		case FaultInvalidRequest:
+			writeError(w, badRequest("invalid_request", "fault injected"))
+			return
 		}
 		if !slices.Contains(methods, r.Method) {
 			w.Header().Set("Allow", strings.Join(methods, ", "))
@@ -166,6 +169,10 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		redirectWith(w, r, redirectURI, url.Values{"error": {e}, "state": {state}, "iss": {p.Issuer}})
 		return
 	}
+	if p.cfg.offlineConsent && !strings.Contains(" "+q.Get("prompt")+" ", " consent ") {
+		scope = strings.Join(slices.DeleteFunc(strings.Fields(scope), func(s string) bool { return s == "offline_access" }), " ")
+	}
+	p.authorizations = append(p.authorizations, cloneValues(q))
 	code := randomString()
 	p.codes[code] = &authCode{
 		clientID:    p.ClientID,

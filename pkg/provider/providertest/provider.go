@@ -93,6 +93,9 @@ const (
 	// FaultInvalidGrant answers 400 {"error":"invalid_grant"} (meant for the
 	// token endpoint).
 	FaultInvalidGrant
+	// FaultInvalidRequest answers 400 {"error":"invalid_request"}: what Dex
+	// answers a reused, deleted or expired refresh token with.
+	FaultInvalidRequest
 )
 
 func (f Fault) String() string {
@@ -105,6 +108,8 @@ func (f Fault) String() string {
 		return "hang"
 	case FaultInvalidGrant:
 		return "invalid_grant"
+	case FaultInvalidRequest:
+		return "invalid_request"
 	}
 	return fmt.Sprintf("Fault(%d)", int(f))
 }
@@ -182,6 +187,7 @@ type config struct {
 	refreshIDToken    bool
 	rotation          bool
 	claimsOnlyUserinf bool
+	offlineConsent    bool
 	tls               bool
 }
 
@@ -246,6 +252,12 @@ func WithPKCERequired() Option { return func(c *config) { c.pkceRequired = true 
 // offline_access.
 func WithRefreshTokens(always bool) Option { return func(c *config) { c.refreshAlways = always } }
 
+// WithOfflineAccessOnlyWithConsent drops offline_access from an
+// authorization request without prompt=consent, as OpenID Connect Core §11
+// asks and node oidc-provider and Google do: combined with
+// WithRefreshTokens(false), such a sign-in gets no refresh token.
+func WithOfflineAccessOnlyWithConsent() Option { return func(c *config) { c.offlineConsent = true } }
+
 // WithRefreshIDToken chooses whether a refresh answer carries a new ID
 // token (default true).
 func WithRefreshIDToken(on bool) Option { return func(c *config) { c.refreshIDToken = on } }
@@ -294,6 +306,7 @@ type Provider struct {
 	faults           map[string]faultState
 	revocations      []Revocation
 	endSessions      []url.Values
+	authorizations   []url.Values
 	authorizeError   string
 	tokenResponse    func(grant string) map[string]any
 	idTokenMutator   func(claims map[string]any)
@@ -494,6 +507,18 @@ func (p *Provider) Revocations() []Revocation {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]Revocation(nil), p.revocations...)
+}
+
+// Authorizations are the query parameters of every authorization request
+// the provider accepted, oldest first.
+func (p *Provider) Authorizations() []url.Values {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]url.Values, len(p.authorizations))
+	for i, v := range p.authorizations {
+		out[i] = cloneValues(v)
+	}
+	return out
 }
 
 // EndSessions returns the parameters of each end-session call so far.
