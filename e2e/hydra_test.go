@@ -262,6 +262,10 @@ func startHydra(t *testing.T) *interopProvider {
 			t.Helper()
 			h.login(t, ctx, nginxURL)
 		},
+		ConfirmLogout: func(t *testing.T, ctx context.Context) {
+			t.Helper()
+			h.confirmLogout(t, ctx, "confirm the sign-out at hydra")
+		},
 		BackchannelLogout: func(t *testing.T, ctx context.Context) {
 			t.Helper()
 			h.signOutAtHydra(t, ctx)
@@ -298,8 +302,28 @@ func (h *hydra) login(t *testing.T, ctx context.Context, nginxURL string) {
 	}
 }
 
+// confirmLogout clicks the logout app's confirmation and returns once the
+// browser has left it (for wherever the post-logout redirect leads).
+func (h *hydra) confirmLogout(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	run(t, ctx, what,
+		chromedp.WaitVisible(chromedp.CSS("#logout-confirm")),
+		chromedp.Click(chromedp.CSS("#logout-confirm")))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		loc := get(t, ctx, "location", chromedp.Location())
+		if !strings.HasPrefix(loc, h.issuer+"/ui/logout") && !strings.HasPrefix(loc, h.issuer+"/oauth2/sessions/logout") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the browser stayed at %s", what, loc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // signOutAtHydra signs the browser out at Hydra itself (an OP-initiated
-// logout: /oauth2/sessions/logout without id_token_hint, confirmed by the
+// logout: /oauth2/sessions/logout without id_token_hint, confirmed in the
 // logout app), which makes Hydra POST a logout token to every client of
 // the session that has a backchannel_logout_uri. Hydra sends it in the
 // background after the redirect; this waits until its log says it was
@@ -309,9 +333,9 @@ func (h *hydra) signOutAtHydra(t *testing.T, ctx context.Context) {
 	const sent = "msg=Back-Channel Logout Request"
 	const failed = "Unable to execute OpenID Connect Back-Channel Logout Request"
 	before := strings.Count(h.log.String(), sent)
-	run(t, ctx, "sign out at hydra",
-		chromedp.Navigate(h.issuer+"/oauth2/sessions/logout"),
-		chromedp.WaitVisible(chromedp.CSS("#signed-out")))
+	run(t, ctx, "sign out at hydra", chromedp.Navigate(h.issuer+"/oauth2/sessions/logout"))
+	h.confirmLogout(t, ctx, "confirm the sign-out at hydra itself")
+	run(t, ctx, "hydra's signed-out page", chromedp.WaitVisible(chromedp.CSS("#signed-out")))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		log := h.log.String()
@@ -411,11 +435,46 @@ func (h *hydra) consentPage(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// logoutPage confirms every logout at once: RP-initiated (extauth's
-// sign-out, with id_token_hint) and OP-initiated alike.
+var hydraLogoutForm = template.Must(template.New("logout").Parse(`<!doctype html>
+<html><head><title>Sign out of Hydra</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 3em">
+<h1>Sign out{{if .Client}} of {{.Client}}{{end}}?</h1>
+<form method="post" action="/ui/logout">
+<input type="hidden" name="logout_challenge" value="{{.Challenge}}">
+<p><button id="logout-confirm" type="submit">Sign out</button></p>
+</form></body></html>`))
+
+// logoutPage asks to confirm a logout, RP-initiated (extauth's sign-out,
+// with id_token_hint) and OP-initiated alike; the form's POST accepts it.
+// Confirming ends Hydra's login session and sends the back-channel logouts;
+// it revokes no token (v2.3.0: a refresh token still refreshes after it),
+// so the refresh token that no longer refreshes after extauth's sign-out
+// was revoked by extauth.
 func (h *hydra) logoutPage(w http.ResponseWriter, r *http.Request) {
 	challenge := r.FormValue("logout_challenge")
-	h.acceptAndRedirect(w, r, "/admin/oauth2/auth/requests/logout/accept?logout_challenge="+url.QueryEscape(challenge), nil)
+	if challenge == "" {
+		http.Error(w, "no logout_challenge", http.StatusBadRequest)
+		return
+	}
+	if r.Method == http.MethodPost {
+		h.acceptAndRedirect(w, r, "/admin/oauth2/auth/requests/logout/accept?logout_challenge="+url.QueryEscape(challenge), nil)
+		return
+	}
+	var req struct {
+		Client *struct {
+			ID string `json:"client_id"`
+		} `json:"client"`
+	}
+	if err := h.adminDo(r.Context(), http.MethodGet, "/admin/oauth2/auth/requests/logout?logout_challenge="+url.QueryEscape(challenge), nil, &req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	client := ""
+	if req.Client != nil {
+		client = req.Client.ID
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = hydraLogoutForm.Execute(w, map[string]string{"Challenge": challenge, "Client": client})
 }
 
 func (h *hydra) acceptAndRedirect(w http.ResponseWriter, r *http.Request, path string, body any) {
