@@ -218,4 +218,6 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
+// Hydra v2.3.0's own go.mod has this replace; a module that depends on Hydra
+// must repeat it (persistence/sql needs the fork's pop.Store.SQLDB).
 replace github.com/gobuffalo/pop/v6 => github.com/ory/pop/v6 v6.2.1-0.20241121111754-e5dfc0f3344b
