@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,7 +104,7 @@ func downloadFailed(out string) bool {
 type hydra struct {
 	issuer string // the counting proxy's URL
 	admin  string // Hydra's admin API, e.g. http://127.0.0.1:4445
-	log    *lockedBuffer
+	log    *testenv.LockedBuffer
 	cmd    *exec.Cmd
 	client *http.Client
 }
@@ -123,7 +122,7 @@ func startHydra(t *testing.T) *interopProvider {
 	publicPort, adminPort := testenv.FreePort(t), testenv.FreePort(t)
 	h := &hydra{
 		admin:  fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		log:    &lockedBuffer{},
+		log:    &testenv.LockedBuffer{},
 		client: &http.Client{Timeout: 10 * time.Second},
 	}
 
@@ -209,7 +208,7 @@ func startHydra(t *testing.T) *interopProvider {
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("hydra's log (its last 32 KB, without request starts and migrations):\n%s", h.log.tail(32<<10))
+			t.Logf("hydra's log (its last 32 KB, without request starts and migrations):\n%s", hydraLogTail(h.log, 32<<10))
 		}
 	})
 	alive := testenv.Alive(func() error {
@@ -223,7 +222,7 @@ func startHydra(t *testing.T) *interopProvider {
 	})
 	started := time.Now()
 	if err := testenv.WaitHTTP(t.Context(), h.admin+"/health/ready", 30*time.Second, testenv.WantStatus(http.StatusOK), alive); err != nil {
-		t.Fatalf("hydra never became ready: %v\n%s", err, h.log.tail(32<<10))
+		t.Fatalf("hydra never became ready: %v\n%s", err, hydraLogTail(h.log, 32<<10))
 	}
 	t.Logf("hydra: ready after %v", time.Since(started).Round(time.Millisecond))
 
@@ -528,30 +527,12 @@ func (h *hydra) adminJSON(t *testing.T, method, path string, body, out any) {
 	}
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// tail is the last n bytes, from a line start, of Hydra's log without its
+// hydraLogTail is the last n bytes, from a line start, of Hydra's log without its
 // noise: the line it writes as each request starts (another follows when it
 // ends) and its migrations.
-func (l *lockedBuffer) tail(n int) string {
+func hydraLogTail(log *testenv.LockedBuffer, n int) string {
 	var b strings.Builder
-	for line := range strings.Lines(l.String()) {
+	for line := range strings.Lines(log.String()) {
 		if !strings.Contains(line, "msg=started handling request") && !strings.Contains(line, "igration") {
 			b.WriteString(line)
 		}

@@ -355,19 +355,7 @@ session:
 	get(base+"/oauth2/sign_out", http.StatusFound)
 	get(base+"/oauth2/auth", http.StatusUnauthorized)
 
-	resp, err := http.Get("http://" + metricsLn.Addr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics = %d", resp.StatusCode)
-	}
-	tp := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := tp.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := scrape(t, metricsLn.Addr().String())
 	// The flow above must have been counted, or the scrape is not this run's.
 	for _, c := range []struct{ family, label, value string }{
 		{"extauth_callbacks_total", "result", "success"},
@@ -525,4 +513,24 @@ func readFile(t *testing.T, root, rel string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// scrape reads the metric families of a metrics listener (host:port).
+func scrape(t *testing.T, metricsAddr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics = %d", resp.StatusCode)
+	}
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := tp.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return families
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +17,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/extauth/extauth/e2e/stack"
 	"github.com/extauth/extauth/internal/testenv"
@@ -84,21 +81,7 @@ func nodeOIDCPromptConsentAuto(t *testing.T, p *interopProvider) {
 // metrics listener.
 func signinWarnings(t *testing.T, metricsAddr, warning string) float64 {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+metricsAddr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics = %d", resp.StatusCode)
-	}
-	tp := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := tp.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return counterSum(families["extauth_signin_warnings_total"], "warning", warning)
+	return counterSum(scrape(t, metricsAddr)["extauth_signin_warnings_total"], "warning", warning)
 }
 
 // startNodeOIDC installs the provider's packages when node_modules is

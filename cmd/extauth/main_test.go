@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 )
 
@@ -130,7 +130,7 @@ logging: {format: text}
 `, addr, metricsAddr, idp.Issuer, idp.ClientID, idp.ClientSecret)
 	path := writeConfig(t, body)
 	var stdout bytes.Buffer
-	stderr := &lockedBuffer{}
+	stderr := &testenv.LockedBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run([]string{"serve", "--config", path}, &stdout, stderr) }()
 
@@ -162,23 +162,6 @@ logging: {format: text}
 	if !strings.Contains(stderr.String(), "shutting down") {
 		t.Errorf("no shutdown log line: %s", stderr.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestExampleConfigIsValid keeps the documented example honest.
