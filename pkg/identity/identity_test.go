@@ -19,6 +19,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/provider/providertest"
 	"github.com/extauth/extauth/pkg/session"
@@ -339,22 +340,7 @@ func (f *fakeUserinfo) calls() []string {
 }
 
 // logBuffer is a Builder's log, to check what it warned about.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = testenv.LockedBuffer
 
 func newBuilder(ui UserinfoSource) (*Builder, *logBuffer) {
 	logs := &logBuffer{}
