@@ -30,6 +30,10 @@ type Config struct {
 	Authorization Authorization `json:"authorization"`
 	Headers       Headers       `json:"headers"`
 	Logging       Logging       `json:"logging"`
+	// Apps, when set, are the protected apps of this deployment, each with
+	// its own client, cookie and rules (apps.go). Default none: the
+	// top-level oidc, session and authorization are the one app.
+	Apps []App `json:"apps"`
 }
 
 // Server configures the listeners.

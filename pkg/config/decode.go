@@ -31,6 +31,7 @@ func decodeYAML(data []byte, cfg *Config) (keyErrs []error, fatal error) {
 	d.value("", raw, reflect.ValueOf(cfg).Elem())
 	applyEmailDomainsDefault(raw, cfg)
 	d.errs = append(d.errs, applyRedisDefault(raw, cfg)...)
+	cfg.inheritApps(raw)
 	return d.errs, nil
 }
 

@@ -50,6 +50,13 @@ func Parse(data []byte) (*Config, error) {
 func (c *Config) readFiles(p *problems) {
 	c.OIDC.readFiles(p)
 	c.Session.readFiles(p)
+	for i := range c.Apps {
+		var sub problems
+		c.Apps[i].OIDC.readFiles(&sub)
+		for _, err := range sub {
+			*p = append(*p, fmt.Errorf("apps[%d].%s", i, err.Error()))
+		}
+	}
 }
 
 func (o *OIDC) readFiles(p *problems) {

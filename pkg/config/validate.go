@@ -43,7 +43,12 @@ func (c *Config) Validate() error {
 
 func (c *Config) validate(p *problems) {
 	c.Server.validate(p)
-	c.OIDC.validate(p)
+	if len(c.Apps) == 0 || c.HasClient() {
+		c.OIDC.validate(p)
+	} else {
+		c.OIDC.validateShared(p)
+	}
+	c.validateApps(p)
 	c.Session.validate(p)
 	c.Authorization.validate(p)
 	c.validateHeaders(p)
@@ -140,20 +145,28 @@ var reservedAuthParams = []string{
 	"redirect_uri", "response_type", "scope", "state",
 }
 
+// validate checks a client: issuer, client ID and secret are required.
 func (o *OIDC) validate(p *problems) {
 	if o.IssuerURL == "" {
 		p.add("oidc.issuerURL", "required")
-	} else if checkURL(p, "oidc.issuerURL", o.IssuerURL) {
+	}
+	if o.ClientID == "" {
+		p.add("oidc.clientID", "required")
+	}
+	o.validateShared(p)
+}
+
+// validateShared checks what the top-level oidc holds for apps to inherit
+// when it names no client of its own: every key that is set.
+func (o *OIDC) validateShared(p *problems) {
+	if o.IssuerURL != "" && checkURL(p, "oidc.issuerURL", o.IssuerURL) {
 		// Discovery appends /.well-known/openid-configuration to the issuer,
 		// and the ID token's iss must equal it exactly.
 		if u, _ := url.Parse(o.IssuerURL); u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
 			p.add("oidc.issuerURL", "must not have a query or fragment")
 		}
 	}
-	if o.ClientID == "" {
-		p.add("oidc.clientID", "required")
-	}
-	if o.ClientSecret == "" && o.ClientSecretFile == "" && !o.PKCE {
+	if o.ClientID != "" && o.ClientSecret == "" && o.ClientSecretFile == "" && !o.PKCE {
 		p.add("oidc.clientSecret", "required unless oidc.pkce is true (public client)")
 	}
 	for _, u := range []struct{ path, value string }{
