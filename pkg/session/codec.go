@@ -39,6 +39,8 @@ type Codec struct {
 	rand  io.Reader
 	// compressAbove is the payload size from which encoding tries deflate.
 	compressAbove int
+	// binding, when set, is bound with the cookie name (For).
+	binding string
 }
 
 var _ securecookie.Codec = (*Codec)(nil)
@@ -80,6 +82,16 @@ func NewCodec(secrets [][]byte, rand io.Reader) (*Codec, error) {
 		c.aeads = append(c.aeads, aead)
 	}
 	return c, nil
+}
+
+// For is the codec of one app of a deployment that serves several: the
+// app's name is bound with the cookie name as additional data, so that a
+// value sealed for one app is refused by every other, even under the same
+// cookie name on a shared cookie domain. The secrets are the same.
+func (c *Codec) For(app string) *Codec {
+	bound := *c
+	bound.binding = app
+	return &bound
 }
 
 // Encode implements securecookie.Codec.
@@ -133,7 +145,7 @@ func (c *Codec) Seal(name string, plain []byte) (string, error) {
 	}
 	msg := append(buf[ns:], format)
 	msg = append(msg, plain...)
-	sealed := aead.Seal(buf[ns:ns], buf[:ns], msg, nameAD(name))
+	sealed := aead.Seal(buf[ns:ns], buf[:ns], msg, c.ad(name))
 	return b64.EncodeToString(buf[:ns+len(sealed)]), nil
 }
 
@@ -150,7 +162,7 @@ func (c *Codec) Open(name, value string) ([]byte, error) {
 	if err != nil || n != len(raw) {
 		return nil, ErrInvalid
 	}
-	ad := nameAD(name)
+	ad := c.ad(name)
 	for i, aead := range c.aeads {
 		ns := aead.NonceSize()
 		if len(raw) < ns+1+aead.Overhead() {
@@ -179,7 +191,14 @@ func (c *Codec) Open(name, value string) ([]byte, error) {
 	return nil, ErrInvalid
 }
 
-func nameAD(name string) []byte { return []byte(name) }
+// ad is the additional data of a cookie: its name, after the app's name
+// and a NUL (which no cookie name or app name contains) when bound.
+func (c *Codec) ad(name string) []byte {
+	if c.binding == "" {
+		return []byte(name)
+	}
+	return []byte(c.binding + "\x00" + name)
+}
 
 var flateWriters = sync.Pool{New: func() any {
 	w, _ := flate.NewWriter(nil, flate.BestCompression)

@@ -541,3 +541,29 @@ func TestEntraRefreshFitsOneSetCookie(t *testing.T) {
 		t.Errorf("clear: %v", cleared)
 	}
 }
+
+// TestCodecForApp: a value sealed for one app opens only for that app, and
+// an unbound codec opens neither.
+func TestCodecForApp(t *testing.T) {
+	c, err := NewCodec([][]byte{make([]byte, 32)}, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.For("grafana"), c.For("wiki")
+	v, err := a.Seal("_extauth", []byte("state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Open("_extauth", v); err != nil || string(got) != "state" {
+		t.Fatalf("own app: %q, %v", got, err)
+	}
+	for name, other := range map[string]*Codec{"other app": b, "unbound": c, "app named with the NUL": c.For("grafana\x00_extauth")} {
+		if _, err := other.Open("_extauth", v); err != ErrInvalid {
+			t.Errorf("%s opened grafana's cookie: %v", name, err)
+		}
+	}
+	plain, _ := c.Seal("_extauth", []byte("state"))
+	if _, err := a.Open("_extauth", plain); err != ErrInvalid {
+		t.Errorf("an app opened the unbound cookie: %v", err)
+	}
+}
