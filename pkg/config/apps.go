@@ -176,7 +176,7 @@ func (c *Config) validateApps(p *problems) {
 	type cookie struct{ name, domain string }
 	cookies := map[cookie]string{}
 	if c.HasClient() {
-		cookies[cookie{c.Session.CookieName, c.Session.CookieDomain}] = "session.cookieName"
+		cookies[cookie{c.Session.CookieName, c.Session.CookieDomain}] = "the top level"
 	}
 	for i := range c.Apps {
 		a := &c.Apps[i]
@@ -220,8 +220,10 @@ func (c *Config) validateApps(p *problems) {
 			}
 			*p = append(*p, fmt.Errorf("%s", msg))
 		}
+		// Host-only cookies (no domain) of different hosts never meet; on a
+		// shared domain one app's sign-in would overwrite the other's.
 		ck := cookie{a.Session.CookieName, a.Session.CookieDomain}
-		if other, dup := cookies[ck]; dup {
+		if other, dup := cookies[ck]; dup && ck.domain != "" {
 			p.add(at+".session.cookieName", "%q is also %s's cookie: each app needs a cookie of its own, or a session of one would overwrite the other's", a.Session.CookieName, other)
 		} else {
 			cookies[ck] = at

@@ -138,6 +138,7 @@ type endpoint func(c *gin.Context, rl *reqLog) *outcome
 // reqLog collects what the request's log line says beyond the basics.
 type reqLog struct {
 	result string
+	app    string // the app's name; "" for the top-level client
 	sub    string
 	reason string
 	// newCookie: the check's answer carries a new session cookie, for a
@@ -206,6 +207,9 @@ func (h *handler) logRequest(c *gin.Context, rl *reqLog, start time.Time) {
 	}
 	if rl.result != "" {
 		attrs = append(attrs, slog.String("result", rl.result))
+	}
+	if rl.app != "" {
+		attrs = append(attrs, slog.String("app", rl.app))
 	}
 	if rl.sub != "" {
 		attrs = append(attrs, slog.String("sub", rl.sub))

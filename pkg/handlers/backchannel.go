@@ -79,7 +79,12 @@ func (h *handler) endByLogoutToken(w http.ResponseWriter, r *http.Request, rl *r
 	ctx := r.Context()
 	// §2.6 steps 2-3: signature with the provider's keys (alg none is
 	// refused), iss, aud. exp and iat are checked below with our clock.
-	tok, err := h.Provider.VerifyLogoutToken(ctx, raws[0])
+	a, refusal := h.appOfLogoutToken(r, raws[0])
+	if refusal != nil {
+		return refusal
+	}
+	rl.app = a.name
+	tok, err := a.provider.VerifyLogoutToken(ctx, raws[0])
 	if errors.Is(err, provider.ErrNotReady) {
 		return logoutUnavailable("provider not discovered yet", "")
 	}
@@ -145,7 +150,7 @@ func (h *handler) endByLogoutToken(w http.ResponseWriter, r *http.Request, rl *r
 	if sid == "" {
 		kind, key = logout.Subject, sub
 	}
-	first, err := h.Logouts.EndOnce(ctx, jti, now.Add(jtiTTL), kind, key, now, now.Add(h.Config.Session.MaxAge.Duration))
+	first, err := h.Logouts.EndOnce(ctx, a.logoutKey(jti), now.Add(jtiTTL), kind, a.logoutKey(key), now, now.Add(h.Config.Session.MaxAge.Duration))
 	if err != nil {
 		return logoutUnavailable("logout store unavailable", err.Error())
 	}

@@ -24,11 +24,17 @@ import (
 // it was going. Every failure is a 4xx page (5xx only when the provider
 // cannot be reached), a labelled metric, and no session.
 func (h *handler) callback(c *gin.Context, rl *reqLog) *outcome {
-	st, returnURL, refusal := h.completeSignIn(c.Writer, c.Request)
+	a, refusal := h.appOfState(c.Request.URL.Query().Get("state"))
+	if refusal != nil {
+		return signInFailed(metrics.CallbackInvalidState, http.StatusBadRequest,
+			"This sign-in link is not valid for this browser, or it has expired. Start the sign-in again.", refusal.reason)
+	}
+	rl.app = a.name
+	st, returnURL, refusal := h.completeSignIn(a, c.Writer, c.Request)
 	if refusal != nil {
 		return refusal
 	}
-	n, err := h.Sessions.Save(c.Writer, c.Request, st)
+	n, err := a.sessions.Save(c.Writer, c.Request, st)
 	if errors.Is(err, session.ErrUnavailable) {
 		return signInFailed(metrics.CallbackExchangeFailed, http.StatusServiceUnavailable,
 			"The session store is unavailable. Please try again in a moment.", "save session: "+err.Error())
@@ -54,11 +60,11 @@ func invalidIDToken(message, reason string) *outcome {
 	return signInFailed(metrics.CallbackInvalidIDToken, http.StatusBadRequest, message, reason)
 }
 
-func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*session.State, string, *outcome) {
+func (h *handler) completeSignIn(a *app, w http.ResponseWriter, r *http.Request) (*session.State, string, *outcome) {
 	q := r.URL.Query()
-	flows := h.Flows.Load(r)
+	flows := a.flows.Load(r)
 	// Take the flow first: whatever happens next, this state is used up.
-	flow, found := h.Flows.Take(w, flows, q.Get("state"))
+	flow, found := a.flows.Take(w, flows, q.Get("state"))
 
 	if e := q.Get("error"); e != "" {
 		status := http.StatusBadRequest
@@ -83,7 +89,7 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 	}
 
 	ctx := r.Context()
-	tokens, err := h.Provider.Exchange(ctx, code, flow.Verifier, flow.RedirectURL)
+	tokens, err := a.provider.Exchange(ctx, code, flow.Verifier, flow.RedirectURL)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
@@ -94,15 +100,15 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 		return nil, "", signInFailed(metrics.CallbackExchangeFailed, http.StatusBadGateway,
 			"The sign-in provider could not be reached. Try again in a moment.", "code exchange failed: "+err.Error())
 	}
-	if tokens.RefreshToken == "" && h.asksRefreshToken() && h.Config.Session.StoreTokens.RefreshToken {
-		if retry := h.noRefreshToken(r.Context(), w, flows, flow, tokens); retry != nil {
+	if tokens.RefreshToken == "" && a.asksRefreshToken() && h.Config.Session.StoreTokens.RefreshToken {
+		if retry := h.noRefreshToken(a, r.Context(), w, flows, flow, tokens); retry != nil {
 			return nil, "", retry
 		}
 	}
 	if tokens.IDToken == "" {
 		return nil, "", invalidIDToken("The sign-in provider sent no ID token.", "no id_token in token response")
 	}
-	idTok, err := h.Provider.VerifyIDToken(ctx, tokens.IDToken)
+	idTok, err := a.provider.VerifyIDToken(ctx, tokens.IDToken)
 	if err != nil {
 		return nil, "", invalidIDToken("The sign-in provider's ID token is not valid.", err.Error())
 	}
@@ -114,14 +120,14 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 		return nil, "", signInFailed(metrics.CallbackExchangeFailed, http.StatusInternalServerError,
 			"Could not create the session.", "random source failed")
 	}
-	st, err := h.identity.SignIn(ctx, idTok, tokens, sessionID, h.Now())
+	st, err := a.identity.SignIn(ctx, idTok, tokens, sessionID, h.Now())
 	switch {
 	case errors.Is(err, identity.ErrUserinfoSubject):
 		return nil, "", invalidIDToken("The sign-in provider's answers do not agree.", err.Error())
 	case err != nil:
 		return nil, "", invalidIDToken("The sign-in provider's ID token is not valid.", err.Error())
 	}
-	if ok, reason := h.rules.Decide(policy.Identity{Email: st.Email, Groups: st.Groups}); !ok {
+	if ok, reason := a.rules.Decide(policy.Identity{Email: st.Email, Groups: st.Groups}); !ok {
 		return nil, "", signInFailed(metrics.CallbackForbidden, http.StatusForbidden,
 			"You are signed in at the provider, but this account is not allowed here.", string(reason))
 	}
@@ -136,20 +142,20 @@ func (h *handler) completeSignIn(w http.ResponseWriter, r *http.Request) (*sessi
 // with it (and later sign-ins send it); otherwise it goes on, warned and
 // counted. A non-nil outcome is the restart; the access token of the
 // sign-in it replaces is revoked, so that nothing of it stays live.
-func (h *handler) noRefreshToken(ctx context.Context, w http.ResponseWriter, flows session.Flows, flow session.Flow, tokens *provider.Tokens) *outcome {
+func (h *handler) noRefreshToken(a *app, ctx context.Context, w http.ResponseWriter, flows session.Flows, flow session.Flow, tokens *provider.Tokens) *outcome {
 	h.Metrics.SigninWarnings.WithLabelValues(metrics.WarningNoRefreshToken).Inc()
-	if flow.Consent || h.promptChosen() || h.Config.OIDC.PromptConsent != config.PromptConsentAuto {
+	if flow.Consent || a.promptChosen() || a.oidc.PromptConsent != config.PromptConsentAuto {
 		h.Log.Warn("the provider issued no refresh token although offline_access was asked for: this session ends when its access token expires; "+
 			"allow offline_access (refresh tokens) for this client at the provider, or set oidc.promptConsent: always if it grants offline_access only with prompt=consent",
 			"prompt_consent_sent", flow.Consent)
 		return nil
 	}
-	h.consentLearned.Store(true)
+	a.consentLearned.Store(true)
 	h.Log.Warn("the provider issued no refresh token although offline_access was asked for; restarting the sign-in with prompt=consent " +
 		"(OpenID Connect Core §11), which this process sends with every sign-in from now on; set oidc.promptConsent: always to send it from the start")
-	h.revokeTokens(ctx, session.Tokens{AccessToken: tokens.AccessToken})
+	h.revokeTokens(a, ctx, session.Tokens{AccessToken: tokens.AccessToken})
 	rest := slices.DeleteFunc(slices.Clone(flows), func(f session.Flow) bool { return f.State == flow.State })
-	authURL, _, refusal := h.beginSignIn(w, rest, flow.ReturnURL, true, flow.RedirectURL, true)
+	authURL, _, refusal := h.beginSignIn(a, w, rest, flow.ReturnURL, true, flow.RedirectURL, true)
 	if refusal != nil {
 		return refusal
 	}

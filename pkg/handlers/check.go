@@ -33,7 +33,23 @@ func (h *handler) check(c *gin.Context, rl *reqLog) *outcome {
 	if m := r.Header.Get("X-Original-Method"); m != "" && !validMethod(m) {
 		return unauthenticated("invalid X-Original-Method")
 	}
-	return h.authorize(c.Writer, r, rl, r.URL.RawQuery)
+	a, refusal := h.appFor(r, originalHost(r), true)
+	if refusal != nil {
+		return refusal
+	}
+	rl.app = a.name
+	return h.authorize(a, c.Writer, r, rl, r.URL.RawQuery)
+}
+
+// originalHost is the host of nginx's X-Original-URL, else the check's
+// own Host (nginx's auth_request passes the original one).
+func originalHost(r *http.Request) string {
+	if raw := r.Header.Get("X-Original-Url"); raw != "" && raw[0] != '/' {
+		if u, err := url.Parse(raw); err == nil {
+			return u.Host
+		}
+	}
+	return r.Host
 }
 
 // The check's answers.
@@ -52,14 +68,14 @@ func validMethod(m string) bool { return len(m) <= 32 && isToken(m) }
 // authorize is the check core every gateway shares: the session (or a
 // bearer token), logout records, refresh, then the policy, narrowed by the
 // allowed_* parameters in policyQuery: 200, 401 or 403.
-func (h *handler) authorize(w http.ResponseWriter, r *http.Request, rl *reqLog, policyQuery string) *outcome {
-	st, refusal := h.currentSession(w, r, rl)
+func (h *handler) authorize(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, policyQuery string) *outcome {
+	st, refusal := h.currentSession(a, w, r, rl)
 	if refusal == nil {
-		return h.allow(w.Header(), rl, st, policyQuery)
+		return h.allow(a, w.Header(), rl, st, policyQuery)
 	}
-	if refusal == errNoCookie && h.Config.Authorization.BearerTokens {
-		if st, reason := h.bearerSession(r); st != nil {
-			return h.allow(w.Header(), rl, st, policyQuery)
+	if refusal == errNoCookie && h.Config.Authorization.BearerTokens && a.name == "" {
+		if st, reason := h.bearerSession(a, r); st != nil {
+			return h.allow(a, w.Header(), rl, st, policyQuery)
 		} else if reason != "" {
 			return unauthenticated(reason)
 		}
@@ -75,8 +91,8 @@ var errNoCookie = unauthenticated(sessionErrReason(session.ErrNoSession))
 // ended by a logout record, its access token refreshed when due (which
 // may set a new cookie). Otherwise a 401 outcome that says why (a session
 // that is over has its cookies cleared).
-func (h *handler) currentSession(w http.ResponseWriter, r *http.Request, rl *reqLog) (*session.State, *outcome) {
-	st, err := h.Sessions.Load(r)
+func (h *handler) currentSession(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog) (*session.State, *outcome) {
+	st, err := a.sessions.Load(r)
 	switch {
 	case errors.Is(err, session.ErrNoSession):
 		return nil, errNoCookie
@@ -89,22 +105,22 @@ func (h *handler) currentSession(w http.ResponseWriter, r *http.Request, rl *req
 		return nil, unauthenticated(sessionErrReason(err))
 	}
 	rl.sub = st.Subject
-	if h.ended(r.Context(), st) {
-		h.Sessions.Clear(w, r)
+	if h.ended(a, r.Context(), st) {
+		a.sessions.Clear(w, r)
 		return nil, unauthenticated("session ended by logout")
 	}
-	res, err := h.refresher.Refresh(r.Context(), st)
+	res, err := a.refresher.Refresh(r.Context(), st)
 	if err == nil && res.Status == refresh.NotDue {
 		return st, nil
 	}
-	return h.refreshed(w, r, rl, st, res, err)
+	return h.refreshed(a, w, r, rl, st, res, err)
 }
 
 // refreshed answers a refresh that ran: the one place its outcomes
 // become cookies, metrics and log reasons.
-func (h *handler) refreshed(w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
+func (h *handler) refreshed(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
 	if err != nil {
-		return h.refreshFailed(w, r, rl, st, res, err)
+		return h.refreshFailed(a, w, r, rl, st, res, err)
 	}
 	result := metrics.RefreshSuccess
 	if res.Status == refresh.Shared {
@@ -115,7 +131,7 @@ func (h *handler) refreshed(w http.ResponseWriter, r *http.Request, rl *reqLog, 
 		h.Metrics.SessionCookieBytes.Observe(float64(res.CookieBytes))
 	}
 	if res.Sealed != nil {
-		h.Sessions.WriteSealed(w, r, res.Sealed)
+		a.sessions.WriteSealed(w, r, res.Sealed)
 	}
 	rl.reason = "refreshed (" + result + ")"
 	rl.newCookie = res.NewCookie
@@ -125,7 +141,7 @@ func (h *handler) refreshed(w http.ResponseWriter, r *http.Request, rl *reqLog, 
 // refreshFailed answers Refresh's typed errors. (Apart from refreshed:
 // errors.As makes its targets escape, which would cost every refresh
 // three allocations.)
-func (h *handler) refreshFailed(w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
+func (h *handler) refreshFailed(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, st *session.State, res refresh.Result, err error) (*session.State, *outcome) {
 	var over *refresh.SessionOver
 	var down *refresh.ProviderDown
 	var unstored *refresh.StoreFailed
@@ -135,7 +151,7 @@ func (h *handler) refreshFailed(w http.ResponseWriter, r *http.Request, rl *reqL
 			h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshInvalidGrant).Inc()
 			h.Log.Info("refresh rejected; session over", "sub", st.Subject, "error", over.Err)
 		}
-		h.Sessions.Clear(w, r)
+		a.sessions.Clear(w, r)
 		return nil, unauthenticated(over.Reason)
 	case errors.As(err, &down):
 		// The provider is down, slow or broken: the session passes for
@@ -159,11 +175,11 @@ func (h *handler) refreshFailed(w http.ResponseWriter, r *http.Request, rl *reqL
 
 // ended reports whether a logout record covers the session: its provider
 // session (sid), its user (sub), or the session itself (a sign-out here).
-func (h *handler) ended(ctx context.Context, st *session.State) bool {
+func (h *handler) ended(a *app, ctx context.Context, st *session.State) bool {
 	for _, k := range [...]struct {
 		kind logout.Kind
 		key  string
-	}{{logout.Session, st.ID}, {logout.SID, st.SID}, {logout.Subject, st.Subject}} {
+	}{{logout.Session, st.ID}, {logout.SID, a.logoutKey(st.SID)}, {logout.Subject, a.logoutKey(st.Subject)}} {
 		ended, err := h.Logouts.Ended(ctx, k.kind, k.key, st.CreatedAt)
 		if err != nil {
 			// The record cannot be read: let the cookie decide rather than
@@ -179,10 +195,10 @@ func (h *handler) ended(ctx context.Context, st *session.State) bool {
 }
 
 // allow applies the policy to a valid session and sets the identity headers.
-func (h *handler) allow(hdr http.Header, rl *reqLog, st *session.State, policyQuery string) *outcome {
+func (h *handler) allow(a *app, hdr http.Header, rl *reqLog, st *session.State, policyQuery string) *outcome {
 	rl.sub = st.Subject
 	id := policy.Identity{Email: st.Email, Groups: st.Groups}
-	if ok, reason := h.rules.Decide(id); !ok {
+	if ok, reason := a.rules.Decide(id); !ok {
 		return forbidden(string(reason))
 	}
 	if policyQuery != "" {
@@ -203,17 +219,17 @@ func (h *handler) allow(hdr http.Header, rl *reqLog, st *session.State, policyQu
 // on: a token signed by the provider, with the accepted issuer, expiry and
 // audience, stands in for a session for this one check. A token that is
 // refused comes with the reason.
-func (h *handler) bearerSession(r *http.Request) (*session.State, string) {
+func (h *handler) bearerSession(a *app, r *http.Request) (*session.State, string) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" || strings.Count(raw, ".") != 2 {
 		return nil, ""
 	}
-	tok, err := h.Provider.VerifyBearer(r.Context(), raw)
+	tok, err := a.provider.VerifyBearer(r.Context(), raw)
 	if err != nil {
 		h.Log.Debug("bearer token rejected", "error", err)
 		return nil, "bearer token rejected"
 	}
-	st, err := h.identity.Bearer(tok)
+	st, err := a.identity.Bearer(tok)
 	if err != nil {
 		return nil, "bearer token claims unreadable"
 	}

@@ -33,7 +33,12 @@ func (h *handler) forwardAuth(c *gin.Context, rl *reqLog) *outcome {
 	if reason != "" {
 		return unauthenticated(reason)
 	}
-	return h.gatewayCheck(c.Writer, r, rl, orig, r.URL.RawQuery)
+	a, refusal := h.appFor(r, orig.host, true)
+	if refusal != nil {
+		return refusal
+	}
+	rl.app = a.name
+	return h.gatewayCheck(a, c.Writer, r, rl, orig, r.URL.RawQuery)
 }
 
 // extAuthz is /oauth2/ext-authz/*, Envoy's ext_authz HTTP service (and
@@ -59,13 +64,19 @@ func (h *handler) extAuthz(c *gin.Context, rl *reqLog) *outcome {
 	if reason := orig.invalid(); reason != "" {
 		return unauthenticated(reason)
 	}
-	return h.gatewayCheck(c.Writer, r, rl, orig, "")
+	// The query is the app's, not ours: the host alone picks the app.
+	a, refusal := h.appFor(r, orig.host, false)
+	if refusal != nil {
+		return refusal
+	}
+	rl.app = a.name
+	return h.gatewayCheck(a, c.Writer, r, rl, orig, "")
 }
 
 // gatewayCheck is the check core plus what gateways other than nginx need:
 // the sign-in redirect for browsers.
-func (h *handler) gatewayCheck(w http.ResponseWriter, r *http.Request, rl *reqLog, orig originalRequest, policyQuery string) *outcome {
-	o := h.authorize(w, r, rl, policyQuery)
+func (h *handler) gatewayCheck(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, orig originalRequest, policyQuery string) *outcome {
+	o := h.authorize(a, w, r, rl, policyQuery)
 	if o.status == http.StatusOK && rl.newCookie && refreshByRedirect(policyQuery) {
 		// Caddy's forward_auth drops the headers of a 2xx answer on the way
 		// to the browser: bring the new cookie there in a 307 back to the
@@ -74,16 +85,16 @@ func (h *handler) gatewayCheck(w http.ResponseWriter, r *http.Request, rl *reqLo
 			return redirectTo(http.StatusTemporaryRedirect, target, o.result)
 		}
 	}
-	if o.status != http.StatusUnauthorized || !browserNavigation(r, orig.method) || !h.Provider.Ready() {
+	if o.status != http.StatusUnauthorized || !browserNavigation(r, orig.method) || !a.provider.Ready() {
 		return o
 	}
 	// The return URL passes the same rules as /oauth2/start's rd.
 	returnURL, ok := h.redirects.Sanitize(orig.url(), orig.host)
-	redirectURL := h.Config.OIDC.RedirectURL
+	redirectURL := a.oidc.RedirectURL
 	if redirectURL == "" {
 		redirectURL = orig.scheme + "://" + orig.host + h.prefix + "/callback"
 	}
-	authURL, _, refusal := h.beginSignIn(w, h.Flows.Load(r), returnURL, ok, redirectURL, false)
+	authURL, _, refusal := h.beginSignIn(a, w, a.flows.Load(r), returnURL, ok, redirectURL, false)
 	if refusal != nil {
 		// No sign-in this time: the 401 still fails closed.
 		return &outcome{status: http.StatusUnauthorized, result: o.result, reason: o.reason + "; sign-in: " + refusal.reason}

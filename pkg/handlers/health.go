@@ -44,10 +44,20 @@ func (h *handler) readyz(c *gin.Context, _ *reqLog) *outcome {
 		}
 	}
 	switch {
-	case !h.Provider.Ready():
+	case !h.providersReady():
 		return plainText(http.StatusServiceUnavailable, "provider: discovery pending\n"+redis, reason)
 	case redis == "":
 		return plainText(http.StatusOK, "ok\n", reason)
 	}
 	return plainText(http.StatusOK, "provider: ok\n"+redis, reason)
+}
+
+// providersReady: every app's provider has been discovered.
+func (h *handler) providersReady() bool {
+	for _, a := range h.allApps() {
+		if !a.provider.Ready() {
+			return false
+		}
+	}
+	return true
 }

@@ -76,8 +76,8 @@ func (h *handler) requestScheme(r *http.Request) string {
 }
 
 // redirectURL is oidc.redirectURL, or the callback on the host the browser used.
-func (h *handler) redirectURL(r *http.Request) string {
-	if u := h.Config.OIDC.RedirectURL; u != "" {
+func (h *handler) redirectURL(a *app, r *http.Request) string {
+	if u := a.oidc.RedirectURL; u != "" {
 		return u
 	}
 	return h.requestScheme(r) + "://" + h.requestHost(r) + h.prefix + "/callback"

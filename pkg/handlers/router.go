@@ -10,16 +10,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/extauth/extauth/pkg/config"
-	"github.com/extauth/extauth/pkg/identity"
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
-	"github.com/extauth/extauth/pkg/policy"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/redirect"
 	"github.com/extauth/extauth/pkg/refresh"
@@ -65,6 +62,10 @@ type Deps struct {
 	Coordinator refresh.Coordinator
 	// Redis, when used, is reported by /readyz.
 	Redis Pinger
+	// Apps are the parts of each app of config apps:; Provider, Sessions
+	// and Flows above are then the top-level client's (a nil Provider:
+	// there is none, and a request no app's host matches is refused).
+	Apps []AppDeps
 }
 
 // Pinger reports whether a dependency answers.
@@ -74,17 +75,17 @@ type Pinger interface {
 
 type handler struct {
 	Deps
-	refresher *refresh.Refresher
-	identity  *identity.Builder
+	// top is the top-level client's app, nil when only apps: serve;
+	// apps are config apps:, found by name and host.
+	top       *app
+	apps      []*app
+	byName    map[string]*app
+	byHost    map[string]*app
+	wildcards []wildcardHost
 	redirects *redirect.Validator
-	rules     policy.Rules
 	prefix    string
 	// trusted are server.trustedProxies, parsed.
 	trusted []netip.Prefix
-	// consentLearned: the provider withheld a refresh token from a sign-in
-	// without prompt=consent; in oidc.promptConsent auto every sign-in
-	// sends it from then on.
-	consentLearned atomic.Bool
 }
 
 // NewRouter mounts every endpoint of the main listener.
@@ -106,40 +107,9 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := d.Config
-	ids := &identity.Builder{
-		Names: identity.Names{User: cfg.OIDC.Claims.User, Email: cfg.OIDC.Claims.Email,
-			PreferredUsername: cfg.OIDC.Claims.PreferredUsername, Groups: cfg.OIDC.Claims.Groups},
-		Keep: identity.Keep{AccessToken: cfg.Session.StoreTokens.AccessToken,
-			IDToken: cfg.Session.StoreTokens.IDToken, RefreshToken: cfg.Session.StoreTokens.RefreshToken},
-		MaxAge:   cfg.Session.MaxAge.Duration,
-		Userinfo: d.Provider,
-		Groups:   d.Provider,
-		Log:      d.Log,
-	}
-	h := &handler{
-		Deps:      d,
-		identity:  ids,
-		redirects: v,
-		trusted:   trusted,
-		refresher: refresh.NewRefresher(refresh.Config{
-			Provider:    d.Provider,
-			Identity:    ids,
-			Store:       d.Sessions,
-			Coordinator: d.Coordinator,
-			Now:         d.Now,
-			Before:      cfg.Session.RefreshBefore.Duration,
-			Grace:       cfg.Session.RefreshGrace.Duration,
-			ReuseWindow: cfg.Session.RefreshReuseWindow.Duration,
-			Timeout:     d.RefreshTimeout,
-			Log:         d.Log,
-		}),
-		prefix: cfg.Server.PathPrefix,
-		rules: policy.Rules{
-			EmailDomains: d.Config.Authorization.EmailDomains,
-			Emails:       d.Config.Authorization.Emails,
-			Groups:       d.Config.Authorization.Groups,
-		},
+	h := &handler{Deps: d, redirects: v, trusted: trusted, prefix: d.Config.Server.PathPrefix}
+	if err := h.buildApps(d); err != nil {
+		return nil, err
 	}
 
 	// Each kind of endpoint answers and counts in one way (answer.go).

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/session"
@@ -17,12 +15,17 @@ import (
 
 // start is /oauth2/start: it binds a new sign-in to this browser with the
 // flow cookie and sends the browser to the provider.
-func (h *handler) start(c *gin.Context, _ *reqLog) *outcome {
-	if !h.Provider.Ready() {
+func (h *handler) start(c *gin.Context, rl *reqLog) *outcome {
+	a, refusal := h.appFor(c.Request, h.requestHost(c.Request), true)
+	if refusal != nil {
+		return refusal
+	}
+	rl.app = a.name
+	if !a.provider.Ready() {
 		return providerNotReady
 	}
 	returnURL, ok := h.returnURL(c.Request)
-	authURL, result, refusal := h.beginSignIn(c.Writer, h.Flows.Load(c.Request), returnURL, ok, h.redirectURL(c.Request), false)
+	authURL, result, refusal := h.beginSignIn(a, c.Writer, a.flows.Load(c.Request), returnURL, ok, h.redirectURL(a, c.Request), false)
 	if refusal != nil {
 		return refusal
 	}
@@ -42,16 +45,20 @@ var providerNotReady = &outcome{status: http.StatusServiceUnavailable, reason: "
 // whether the return URL passed the rules (else it is "/" already); it is
 // counted, and result is the count's label. retry is the callback asking
 // again with prompt=consent. On failure nothing is set.
-func (h *handler) beginSignIn(w http.ResponseWriter, flows session.Flows, returnURL string, returnOK bool, redirectURL string, retry bool) (authURL, result string, refusal *outcome) {
+func (h *handler) beginSignIn(a *app, w http.ResponseWriter, flows session.Flows, returnURL string, returnOK bool, redirectURL string, retry bool) (authURL, result string, refusal *outcome) {
 	result = metrics.SigninRedirected
 	if !returnOK {
 		result = metrics.SigninInvalidRedirect
 	}
 	flow := session.Flow{ReturnURL: returnURL, RedirectURL: redirectURL, Expires: h.Now().Add(session.FlowTTL),
-		Consent: h.promptConsent(retry)}
+		Consent: a.promptConsent(retry)}
 	var err error
 	if flow.State, err = h.random(32); err == nil {
-		if flow.Nonce, err = h.random(32); err == nil && h.Provider.PKCE() {
+		if a.name != "" {
+			// The callback finds the app by its name in the state.
+			flow.State = a.name + "." + flow.State
+		}
+		if flow.Nonce, err = h.random(32); err == nil && a.provider.PKCE() {
 			// 32 random bytes, base64url: a 43-character verifier (RFC 7636 §4.1).
 			flow.Verifier, err = h.random(32)
 		}
@@ -63,13 +70,13 @@ func (h *handler) beginSignIn(w http.ResponseWriter, flows session.Flows, return
 	if flow.Consent {
 		extra = consentPrompt
 	}
-	authURL, err = h.Provider.AuthCodeURLWith(redirectURL, flow.State, flow.Nonce, flow.Verifier, extra)
+	authURL, err = a.provider.AuthCodeURLWith(redirectURL, flow.State, flow.Nonce, flow.Verifier, extra)
 	if errors.Is(err, provider.ErrNotReady) {
 		return "", "", providerNotReady
 	} else if err != nil {
 		return "", "", &outcome{status: http.StatusInternalServerError, reason: "authorization URL: " + err.Error(), message: "Could not start the sign-in."}
 	}
-	if err := h.Flows.Add(w, flows, flow); err != nil {
+	if err := a.flows.Add(w, flows, flow); err != nil {
 		return "", "", &outcome{status: http.StatusInternalServerError, reason: "flow cookie: " + err.Error(), message: "Could not start the sign-in."}
 	}
 	h.Metrics.Signins.WithLabelValues(result).Inc()
@@ -79,35 +86,6 @@ func (h *handler) beginSignIn(w http.ResponseWriter, flows session.Flows, return
 // consentPrompt asks the provider to show its consent page, which OpenID
 // Connect Core §11 requires before it grants offline_access.
 var consentPrompt = map[string]string{"prompt": "consent"}
-
-// asksRefreshToken reports whether sign-ins ask for a refresh token:
-// offline_access is in oidc.scopes.
-func (h *handler) asksRefreshToken() bool {
-	return slices.Contains(h.Config.OIDC.Scopes, "offline_access")
-}
-
-// promptChosen: the operator set a prompt in oidc.extraAuthParams, which
-// is sent as it is.
-func (h *handler) promptChosen() bool {
-	_, ok := h.Config.OIDC.ExtraAuthParams["prompt"]
-	return ok
-}
-
-// promptConsent decides whether a sign-in sends prompt=consent
-// (oidc.promptConsent): always, never, or in auto once this process has
-// seen the provider withhold a refresh token (or for the retry itself).
-func (h *handler) promptConsent(retry bool) bool {
-	if !h.asksRefreshToken() || h.promptChosen() {
-		return false
-	}
-	switch h.Config.OIDC.PromptConsent {
-	case config.PromptConsentAlways:
-		return true
-	case config.PromptConsentAuto:
-		return retry || h.consentLearned.Load()
-	}
-	return false
-}
 
 // returnURL is rd, else X-Auth-Request-Redirect (ingress-nginx sends it),
 // else "/"; a value that fails the return-URL rules becomes "/" and false.

@@ -31,6 +31,11 @@ func (h *handler) signOut(c *gin.Context, rl *reqLog) *outcome {
 	if refusal != nil {
 		return refusal
 	}
+	a, refusal := h.appFor(r, h.requestHost(r), true)
+	if refusal != nil {
+		return refusal
+	}
+	rl.app = a.name
 	if why := h.crossSite(r); why != "" {
 		// Another site must not end the session (and the provider's) with a
 		// link or a form: a cross-site GET gets a page asking to confirm, a
@@ -43,24 +48,24 @@ func (h *handler) signOut(c *gin.Context, rl *reqLog) *outcome {
 	}
 	h.Metrics.SignOuts.Inc()
 	reason := ""
-	st, err := h.Sessions.Load(r)
+	st, err := a.sessions.Load(r)
 	switch {
 	case err != nil:
 		reason = "no valid session: " + sessionErrReason(err)
-	case h.ended(r.Context(), st):
+	case h.ended(a, r.Context(), st):
 		rl.sub, reason = st.Subject, "session already ended"
 	default:
 		rl.sub = st.Subject
-		if h.revokeTokens(r.Context(), st.Tokens()) {
+		if h.revokeTokens(a, r.Context(), st.Tokens()) {
 			reason = "revocation failed"
 		}
-		h.endSession(r, st)
+		h.endSession(a, r, st)
 	}
-	h.Sessions.Clear(c.Writer, r)
+	a.sessions.Clear(c.Writer, r)
 
 	returnURL, rdGiven := h.signOutReturnURL(r, form.Get("rd"))
 	target := returnURL
-	if end, ok := h.endSessionURL(r, st, returnURL, rdGiven); ok {
+	if end, ok := h.endSessionURL(a, r, st, returnURL, rdGiven); ok {
 		target = end
 	}
 	o := redirectTo(http.StatusFound, target, "signed_out")
@@ -77,9 +82,9 @@ type sessionDeleter interface {
 // endSession makes sure a copy of the cookie stops passing: the session
 // deleted where it lives, else a logout record of its ID (which every
 // replica then holds until the cookie could expire).
-func (h *handler) endSession(r *http.Request, st *session.State) {
+func (h *handler) endSession(a *app, r *http.Request, st *session.State) {
 	ctx := context.WithoutCancel(r.Context())
-	if d, ok := h.Sessions.(sessionDeleter); ok {
+	if d, ok := a.sessions.(sessionDeleter); ok {
 		err := d.Delete(ctx, r)
 		if err == nil {
 			return
@@ -96,7 +101,7 @@ func (h *handler) endSession(r *http.Request, st *session.State) {
 // revokeTokens revokes the refresh token first (revoking it usually
 // revokes its access tokens too), then the access token; failed says one
 // of them failed.
-func (h *handler) revokeTokens(ctx context.Context, tokens session.Tokens) (failed bool) {
+func (h *handler) revokeTokens(a *app, ctx context.Context, tokens session.Tokens) (failed bool) {
 	// The browser may leave; the provider should still hear of it.
 	ctx = context.WithoutCancel(ctx)
 	for _, t := range []struct{ token, hint string }{
@@ -106,7 +111,7 @@ func (h *handler) revokeTokens(ctx context.Context, tokens session.Tokens) (fail
 		if t.token == "" {
 			continue
 		}
-		err := h.Provider.Revoke(ctx, t.token, t.hint)
+		err := a.provider.Revoke(ctx, t.token, t.hint)
 		result := metrics.RevocationSuccess
 		switch {
 		case err == nil:
@@ -221,8 +226,8 @@ func (h *handler) signOutConfirmation(r *http.Request, rd, reason string) *outco
 // endSessionURL builds the provider's end_session_endpoint redirect with
 // id_token_hint, client_id and post_logout_redirect_uri (the configured
 // oidc.postLogoutRedirectURL, else a valid rd made absolute).
-func (h *handler) endSessionURL(r *http.Request, st *session.State, returnURL string, rdGiven bool) (string, bool) {
-	eps, err := h.Provider.Endpoints()
+func (h *handler) endSessionURL(a *app, r *http.Request, st *session.State, returnURL string, rdGiven bool) (string, bool) {
+	eps, err := a.provider.Endpoints()
 	if err != nil || eps.EndSession == "" {
 		return "", false
 	}
@@ -231,13 +236,13 @@ func (h *handler) endSessionURL(r *http.Request, st *session.State, returnURL st
 		return "", false
 	}
 	q := u.Query()
-	q.Set("client_id", h.Config.OIDC.ClientID)
+	q.Set("client_id", a.oidc.ClientID)
 	if st != nil {
-		if id := h.Sessions.IDToken(r, st); id != "" {
+		if id := a.sessions.IDToken(r, st); id != "" {
 			q.Set("id_token_hint", id)
 		}
 	}
-	postLogout := h.Config.OIDC.PostLogoutRedirectURL
+	postLogout := a.oidc.PostLogoutRedirectURL
 	if postLogout == "" && rdGiven {
 		postLogout = returnURL
 		if strings.HasPrefix(postLogout, "/") {

@@ -16,8 +16,13 @@ type userinfoResponse struct {
 
 // userinfo is /oauth2/userinfo: the session's identity as JSON, or 401.
 func (h *handler) userinfo(c *gin.Context, rl *reqLog) *outcome {
+	a, refusal := h.appFor(c.Request, h.requestHost(c.Request), true)
+	if refusal != nil {
+		return &outcome{status: http.StatusForbidden, code: "no_app", reason: refusal.reason}
+	}
+	rl.app = a.name
 	// The check's own path: a session the check refuses is refused here.
-	st, refusal := h.currentSession(c.Writer, c.Request, rl)
+	st, refusal := h.currentSession(a, c.Writer, c.Request, rl)
 	if refusal != nil {
 		return &outcome{status: http.StatusUnauthorized, code: "unauthenticated", reason: refusal.reason}
 	}

@@ -27,13 +27,13 @@ import (
 
 // Server is a configured extauth, ready to Run.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	provider *provider.Provider
-	main     *http.Server
-	metrics  *http.Server
-	redis    *redisstore.Store   // nil without Redis
-	logouts  *redisstore.Logouts // nil without Redis
+	cfg       *config.Config
+	log       *slog.Logger
+	providers []*provider.Provider // one per app
+	main      *http.Server
+	metrics   *http.Server
+	redis     *redisstore.Store   // nil without Redis
+	logouts   *redisstore.Logouts // nil without Redis
 }
 
 // New builds every part from cfg, deriving what each package takes (the CA
@@ -47,26 +47,6 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	m := metrics.New(reg, version)
 	now := time.Now
 
-	ca, err := config.ReadCA(cfg.OIDC.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("oidc.caFile: %w", err)
-	}
-	p, err := provider.New(provider.Config{
-		IssuerURL:         cfg.OIDC.IssuerURL,
-		ClientID:          cfg.OIDC.ClientID,
-		ClientSecret:      cfg.OIDC.ClientSecret,
-		Scopes:            cfg.OIDC.Scopes,
-		PKCE:              cfg.OIDC.PKCE,
-		ExtraAuthParams:   cfg.OIDC.ExtraAuthParams,
-		RevocationURL:     cfg.OIDC.RevocationURL,
-		EndSessionURL:     cfg.OIDC.EndSessionURL,
-		CAPEM:             ca,
-		BearerAudiences:   cfg.Authorization.BearerAudiences,
-		MicrosoftGraphURL: cfg.OIDC.MicrosoftGraphURL,
-	}, now, log, m)
-	if err != nil {
-		return nil, err
-	}
 	keys, err := cfg.Session.DecodeKeys()
 	if err != nil {
 		return nil, err
@@ -75,18 +55,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("session.secrets: %w", err)
 	}
-	opts := CookieOptions(cfg)
-	srv := &Server{cfg: cfg, log: log, provider: p}
-	deps := handlers.Deps{
-		Config:   cfg,
-		Provider: p,
-		Sessions: session.NewStore(codec, opts, now),
-		Flows:    session.NewFlowStore(codec, opts, now),
-		Metrics:  m,
-		Log:      log,
-		Now:      now,
-		Rand:     rand.Reader,
-	}
+	srv := &Server{cfg: cfg, log: log}
+	deps := handlers.Deps{Config: cfg, Metrics: m, Log: log, Now: now, Rand: rand.Reader}
+	var tickets session.Backend
 	if cfg.Session.RedisUsed() {
 		ropts, err := redisOptions(cfg.Session.Redis)
 		if err != nil {
@@ -100,8 +71,53 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		deps.Coordinator = redisstore.NewCoordinator(srv.redis, cfg.Session.RefreshReuseWindow.Duration)
 		deps.Redis = srv.redis
 		if cfg.Session.Store == config.StoreRedis {
-			deps.Sessions = session.NewTicketStore(codec, opts, redisstore.Sessions{Store: srv.redis}, cfg.Session.Redis.KeyPrefix, rand.Reader, now)
+			tickets = redisstore.Sessions{Store: srv.redis}
 		}
+	}
+	// One client per app: the top-level one (when the file names it) and
+	// each of apps:, with its own provider and its own cookie, sealed for
+	// the app alone (Codec.For).
+	newClient := func(at string, oidc config.OIDC, bearerAudiences []string, opts session.Options, codec *session.Codec) (*provider.Provider, handlers.SessionStore, *session.FlowStore, error) {
+		ca, err := config.ReadCA(oidc.CAFile)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s.caFile: %w", at, err)
+		}
+		p, err := provider.New(provider.Config{
+			IssuerURL:         oidc.IssuerURL,
+			ClientID:          oidc.ClientID,
+			ClientSecret:      oidc.ClientSecret,
+			Scopes:            oidc.Scopes,
+			PKCE:              oidc.PKCE,
+			ExtraAuthParams:   oidc.ExtraAuthParams,
+			RevocationURL:     oidc.RevocationURL,
+			EndSessionURL:     oidc.EndSessionURL,
+			CAPEM:             ca,
+			BearerAudiences:   bearerAudiences,
+			MicrosoftGraphURL: oidc.MicrosoftGraphURL,
+		}, now, log, m)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", at, err)
+		}
+		srv.providers = append(srv.providers, p)
+		var sessions handlers.SessionStore = session.NewStore(codec, opts, now)
+		if tickets != nil {
+			sessions = session.NewTicketStore(codec, opts, tickets, cfg.Session.Redis.KeyPrefix, rand.Reader, now)
+		}
+		return p, sessions, session.NewFlowStore(codec, opts, now), nil
+	}
+	if cfg.HasClient() {
+		if deps.Provider, deps.Sessions, deps.Flows, err = newClient("oidc", cfg.OIDC, cfg.Authorization.BearerAudiences, CookieOptions(cfg), codec); err != nil {
+			return nil, err
+		}
+	}
+	for i := range cfg.Apps {
+		a := &cfg.Apps[i]
+		opts := CookieOptions(&config.Config{Session: a.SessionConfig(cfg.Session), Headers: cfg.Headers})
+		p, sessions, flows, err := newClient(fmt.Sprintf("apps[%d].oidc", i), a.OIDC, nil, opts, codec.For(a.Name))
+		if err != nil {
+			return nil, err
+		}
+		deps.Apps = append(deps.Apps, handlers.AppDeps{Name: a.Name, Provider: p, Sessions: sessions, Flows: flows})
 	}
 	router, err := handlers.NewRouter(deps)
 	if err != nil {
@@ -199,7 +215,9 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, mainLn, metricsLn net.Listener) error {
 	discoverCtx, stopDiscovery := context.WithCancel(ctx)
 	defer stopDiscovery()
-	go s.provider.Run(discoverCtx)
+	for _, p := range s.providers {
+		go p.Run(discoverCtx)
+	}
 	if s.logouts != nil {
 		go s.logouts.Run(discoverCtx)
 		// A replica started after a back-channel logout must know it before

@@ -1,0 +1,261 @@
+package handlers
+
+import (
+	"crypto/rand"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/extauth/extauth/internal/testenv"
+	"github.com/extauth/extauth/pkg/config"
+	"github.com/extauth/extauth/pkg/logout"
+	"github.com/extauth/extauth/pkg/metrics"
+	"github.com/extauth/extauth/pkg/provider"
+	"github.com/extauth/extauth/pkg/provider/providertest"
+	"github.com/extauth/extauth/pkg/session"
+)
+
+// appsEnv is a deployment with three apps at two providers: grafana (an
+// exact host and a wildcard) and wiki at provider A with their own
+// clients, docs at provider B; no top-level client.
+type appsEnv struct {
+	t      *testing.T
+	cfg    *config.Config
+	a, b   *providertest.Provider
+	router http.Handler
+	clock  *clock
+	logs   *syncBuffer
+}
+
+func newAppsEnv(t *testing.T) *appsEnv { return newAppsEnvWith(t, nil) }
+
+// newAppsEnvWith edits the YAML before it is parsed.
+func newAppsEnvWith(t *testing.T, edit func(yaml string) string) *appsEnv {
+	t.Helper()
+	clk := testenv.NewClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
+	a := providertest.New(t, providertest.WithClock(clk.Now), providertest.WithClient("grafana", "grafana-secret"))
+	b := providertest.New(t, providertest.WithClock(clk.Now), providertest.WithClient("docs", "docs-secret"))
+	yaml := `
+oidc: {issuerURL: ` + a.Issuer + `}
+session: {secrets: ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="], cookieDomain: .example.com}
+authorization: {redirectDomains: [.example.com]}
+apps:
+  - {name: grafana, hosts: [grafana.example.com, "*.grafana.example.com"], oidc: {clientID: grafana, clientSecret: grafana-secret}, session: {cookieName: _extauth_grafana}}
+  - {name: wiki, hosts: [wiki.example.com], oidc: {clientID: grafana, clientSecret: grafana-secret}, session: {cookieName: _extauth_wiki}, authorization: {groups: [no-such-group]}}
+  - {name: docs, hosts: [docs.example.com], oidc: {issuerURL: ` + b.Issuer + `, clientID: docs, clientSecret: docs-secret}, session: {cookieName: _extauth_docs}}
+`
+	if edit != nil {
+		yaml = edit(yaml)
+	}
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := metrics.New(prometheus.NewRegistry(), "test")
+	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Deps{Config: cfg, Logouts: logout.NewMemory(clk.Now), Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader}
+	for _, ac := range cfg.Apps {
+		p, err := provider.New(provider.Config{IssuerURL: ac.OIDC.IssuerURL, ClientID: ac.OIDC.ClientID,
+			ClientSecret: ac.OIDC.ClientSecret, Scopes: ac.OIDC.Scopes, PKCE: ac.OIDC.PKCE}, clk.Now, log, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Discover(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		opts := session.Options{Name: ac.Session.CookieName, Domain: ac.Session.CookieDomain, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
+		bound := codec.For(ac.Name)
+		d.Apps = append(d.Apps, AppDeps{Name: ac.Name, Provider: p,
+			Sessions: session.NewStore(bound, opts, clk.Now), Flows: session.NewFlowStore(bound, opts, clk.Now)})
+	}
+	router, err := NewRouter(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &appsEnv{t: t, cfg: cfg, a: a, b: b, router: router, clock: clk, logs: logs}
+}
+
+// do serves a request for host (the Host header extauth sees).
+func (e *appsEnv) do(method, host, target string, cookies []*http.Cookie, header http.Header) *httptest.ResponseRecorder {
+	e.t.Helper()
+	req := httptest.NewRequest(method, target, nil)
+	req.Host = host
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	for _, c := range cookies {
+		req.AddCookie(c)
+	}
+	rec := httptest.NewRecorder()
+	e.router.ServeHTTP(rec, req)
+	return rec
+}
+
+// check asks /oauth2/auth as nginx does for a page of host.
+func (e *appsEnv) check(host, query string, cookies []*http.Cookie) *httptest.ResponseRecorder {
+	e.t.Helper()
+	target := "/oauth2/auth"
+	if query != "" {
+		target += "?" + query
+	}
+	return e.do(http.MethodGet, host, target, cookies, http.Header{
+		"X-Original-Url": {"https://" + host + "/page"}, "X-Original-Method": {"GET"}})
+}
+
+// signIn signs in to the app of host at idp and returns the cookies.
+func (e *appsEnv) signIn(host string, idp *providertest.Provider) jar {
+	e.t.Helper()
+	j := jar{}
+	rec := e.do(http.MethodGet, host, "/oauth2/start?rd="+url.QueryEscape("https://"+host+"/"), nil, nil)
+	if rec.Code != http.StatusFound || !strings.HasPrefix(rec.Header().Get("Location"), idp.Issuer) {
+		e.t.Fatalf("start on %s: %d to %q, want %s", host, rec.Code, rec.Header().Get("Location"), idp.Issuer)
+	}
+	j.update(rec)
+	cb := idp.Login(e.t, e.t.Context(), rec.Header().Get("Location"))
+	rec = e.do(http.MethodGet, host, cb.RequestURI(), j.list(), nil)
+	if rec.Code != http.StatusFound || rec.Header().Get("Location") != "https://"+host+"/" {
+		e.t.Fatalf("callback on %s: %d to %q: %s", host, rec.Code, rec.Header().Get("Location"), rec.Body.String())
+	}
+	j.update(rec)
+	return j
+}
+
+// TestAppsChosenByHost: each app signs in at its own provider with its own
+// client and cookie; its session passes its own hosts (exact and one
+// wildcard label) and no other app's; ?app= wins over the host; a host no
+// app has, without a top-level client, is refused.
+func TestAppsChosenByHost(t *testing.T) {
+	e := newAppsEnv(t)
+	grafana := e.signIn("grafana.example.com", e.a)
+	if _, ok := grafana["_extauth_grafana"]; !ok || len(e.a.Authorizations()) != 1 || e.a.Authorizations()[0].Get("client_id") != "grafana" {
+		t.Fatalf("grafana's sign-in: cookies %v, authorizations %v", grafana, e.a.Authorizations())
+	}
+	for _, host := range []string{"grafana.example.com", "eu.grafana.example.com", "GRAFANA.example.com:443"} {
+		if rec := e.check(host, "", grafana.list()); rec.Code != http.StatusOK {
+			t.Errorf("grafana's session on %s: %d", host, rec.Code)
+		}
+	}
+	for _, host := range []string{"wiki.example.com", "docs.example.com"} {
+		if rec := e.check(host, "", grafana.list()); rec.Code != http.StatusUnauthorized {
+			t.Errorf("grafana's session on %s: %d, want 401", host, rec.Code)
+		}
+	}
+	// ?app= in the auth URL wins over the host.
+	if rec := e.check("wiki.example.com", "app=grafana", grafana.list()); rec.Code != http.StatusOK {
+		t.Errorf("?app=grafana on wiki's host: %d", rec.Code)
+	}
+	if rec := e.check("grafana.example.com", "app=nope", grafana.list()); rec.Code != http.StatusForbidden {
+		t.Errorf("?app= naming no app: %d, want 403", rec.Code)
+	}
+	for _, host := range []string{"other.example.com", "a.b.grafana.example.com"} {
+		if rec := e.check(host, "", grafana.list()); rec.Code != http.StatusForbidden {
+			t.Errorf("%s, a host of no app: %d, want 403", host, rec.Code)
+		}
+	}
+
+	// docs signs in at provider B with its own client.
+	docs := e.signIn("docs.example.com", e.b)
+	if rec := e.check("docs.example.com", "", docs.list()); rec.Code != http.StatusOK || e.b.Authorizations()[0].Get("client_id") != "docs" {
+		t.Errorf("docs: %d, client %q", rec.Code, e.b.Authorizations()[0].Get("client_id"))
+	}
+	// wiki's own rules: the same user at the same provider and client is
+	// not in wiki's group, so its sign-in is refused.
+	j := jar{}
+	rec := e.do(http.MethodGet, "wiki.example.com", "/oauth2/start", nil, nil)
+	j.update(rec)
+	cb := e.a.Login(t, t.Context(), rec.Header().Get("Location"))
+	if rec := e.do(http.MethodGet, "wiki.example.com", cb.RequestURI(), j.list(), nil); rec.Code != http.StatusForbidden {
+		t.Errorf("wiki's callback without its group: %d, want 403", rec.Code)
+	}
+	if !strings.Contains(e.logs.String(), `"app":"docs"`) {
+		t.Error("the log lines do not name the app")
+	}
+}
+
+// TestAppsCookieReplayRefused: a cookie sealed for one app is refused by
+// another even under the same cookie name: here every app's cookie is
+// _extauth (host-only), and grafana's, sent to docs' host, would open as
+// docs' but for the app's name bound into it.
+func TestAppsCookieReplayRefused(t *testing.T) {
+	e := newAppsEnvWith(t, func(y string) string {
+		y = strings.ReplaceAll(y, ", cookieDomain: .example.com", "")
+		for _, app := range []string{"grafana", "wiki", "docs"} {
+			y = strings.ReplaceAll(y, "cookieName: _extauth_"+app, "cookieName: _extauth")
+		}
+		return y
+	})
+	grafana := e.signIn("grafana.example.com", e.a)
+	if rec := e.check("grafana.example.com", "", grafana.list()); rec.Code != http.StatusOK {
+		t.Fatalf("grafana's own check: %d", rec.Code)
+	}
+	rec := e.check("docs.example.com", "", grafana.list())
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("grafana's cookie replayed to docs: %d, want 401", rec.Code)
+	}
+	if !strings.Contains(e.logs.String(), "invalid session cookie") {
+		t.Errorf("the replay is not logged as an invalid cookie:\n%s", e.logs.String())
+	}
+}
+
+// TestAppsSignOutAndLogout: sign-out revokes at the app's own provider;
+// a back-channel logout from provider B ends docs' session only, though
+// the user has the same sub at provider A.
+func TestAppsSignOutAndLogout(t *testing.T) {
+	e := newAppsEnv(t)
+	grafana := e.signIn("grafana.example.com", e.a)
+	docs := e.signIn("docs.example.com", e.b)
+	e.clock.Advance(time.Second)
+
+	st := e.loadState("docs", docs)
+	form := url.Values{"logout_token": {e.b.LogoutToken(st.Subject, "")}}
+	req := httptest.NewRequest(http.MethodPost, "/oauth2/backchannel_logout", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	e.router.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("back-channel logout from provider B: %d %s", rec.Code, rec.Body.String())
+	}
+	if rec := e.check("docs.example.com", "", docs.list()); rec.Code != http.StatusUnauthorized {
+		t.Errorf("docs after B's logout: %d, want 401", rec.Code)
+	}
+	if rec := e.check("grafana.example.com", "", grafana.list()); rec.Code != http.StatusOK {
+		t.Errorf("grafana after B's logout of the same sub: %d, want 200", rec.Code)
+	}
+
+	rec = e.do(http.MethodGet, "grafana.example.com", "/oauth2/sign_out", grafana.list(), nil)
+	if rec.Code != http.StatusFound || !strings.HasPrefix(rec.Header().Get("Location"), e.a.Issuer) {
+		t.Errorf("sign-out: %d to %q, want provider A's end_session", rec.Code, rec.Header().Get("Location"))
+	}
+	if len(e.a.Revocations()) != 2 || len(e.b.Revocations()) != 0 {
+		t.Errorf("revocations at A %d, at B %d; want 2 and 0", len(e.a.Revocations()), len(e.b.Revocations()))
+	}
+}
+
+// loadState opens an app's session cookie.
+func (e *appsEnv) loadState(app string, j jar) *session.State {
+	e.t.Helper()
+	codec, err := session.NewCodec(e.cfg.Session.MustDecodeKeys(), rand.Reader)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var st session.State
+	name := "_extauth_" + app
+	if _, ok := j[name]; !ok {
+		name = "_extauth"
+	}
+	if err := codec.For(app).Decode(name, j[name].Value, &st); err != nil {
+		e.t.Fatalf("open %s: %v", name, err)
+	}
+	return &st
+}
