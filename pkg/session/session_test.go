@@ -558,12 +558,12 @@ func TestCodecForApp(t *testing.T) {
 		t.Fatalf("own app: %q, %v", got, err)
 	}
 	for name, other := range map[string]*Codec{"other app": b, "unbound": c, "app named with the NUL": c.For("grafana\x00_extauth")} {
-		if _, err := other.Open("_extauth", v); err != ErrInvalid {
+		if _, err := other.Open("_extauth", v); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s opened grafana's cookie: %v", name, err)
 		}
 	}
 	plain, _ := c.Seal("_extauth", []byte("state"))
-	if _, err := a.Open("_extauth", plain); err != ErrInvalid {
+	if _, err := a.Open("_extauth", plain); !errors.Is(err, ErrInvalid) {
 		t.Errorf("an app opened the unbound cookie: %v", err)
 	}
 }
