@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/extauth/extauth/pkg/metrics"
 )
@@ -46,9 +47,9 @@ func redirectTo(status int, location, result string) *outcome {
 type route struct {
 	// write answers an outcome without a render of its own.
 	write func(c *gin.Context, o *outcome)
-	// count records the result in the endpoint's metric; nil: none beyond
-	// the HTTP metrics every request gets.
-	count func(result string, seconds float64)
+	// count records the request's result (for its app) in the endpoint's
+	// metric; nil: none beyond the HTTP metrics every request gets.
+	count func(rl *reqLog, seconds float64)
 	// panicResult is counted when the endpoint panics; "": nothing.
 	panicResult string
 }
@@ -61,8 +62,8 @@ type route struct {
 func (h *handler) checkRoute(endpoint string) route {
 	return route{
 		write: writeCheck,
-		count: func(result string, seconds float64) {
-			h.Metrics.ObserveAuth(endpoint, result, seconds)
+		count: func(rl *reqLog, seconds float64) {
+			h.Metrics.ObserveAuth(rl.app, endpoint, rl.result, seconds)
 		},
 		panicResult: metrics.AuthError,
 	}
@@ -90,7 +91,7 @@ func writeCheck(c *gin.Context, o *outcome) {
 
 // pageRoute answers a browser: a redirect, or a short HTML page that
 // names the problem.
-func (h *handler) pageRoute(count func(result string, seconds float64)) route {
+func (h *handler) pageRoute(count func(rl *reqLog, seconds float64)) route {
 	return route{write: h.writePageOutcome, count: count}
 }
 
@@ -108,7 +109,7 @@ func (h *handler) writePageOutcome(c *gin.Context, o *outcome) {
 }
 
 // jsonRoute answers a program: an empty 200, or an OAuth-style JSON error.
-func jsonRoute(count func(result string, seconds float64)) route {
+func jsonRoute(count func(rl *reqLog, seconds float64)) route {
 	return route{write: writeJSON, count: count}
 }
 
@@ -126,9 +127,9 @@ func writeJSON(c *gin.Context, o *outcome) {
 	c.JSON(o.status, body)
 }
 
-// counter adapts a labelled counter to route.count.
-func counter(inc func(result string)) func(string, float64) {
-	return func(result string, _ float64) { inc(result) }
+// counter adapts a counter by app and result to route.count.
+func counter(vec *prometheus.CounterVec) func(*reqLog, float64) {
+	return func(rl *reqLog, _ float64) { vec.WithLabelValues(rl.app, rl.result).Inc() }
 }
 
 // endpoint serves one route; rl collects what the log line says beyond
@@ -160,7 +161,7 @@ func (h *handler) serve(rt route, ep endpoint) gin.HandlerFunc {
 			h.answer(c, &rl, rt, o)
 		}
 		if rt.count != nil && rl.result != "" {
-			rt.count(rl.result, time.Since(start).Seconds())
+			rt.count(&rl, time.Since(start).Seconds())
 		}
 	}
 }
@@ -231,7 +232,7 @@ func (h *handler) recoverPanic(c *gin.Context, rl *reqLog, rt route, start time.
 		rl.reason = "panic"
 		if rt.count != nil && rt.panicResult != "" {
 			rl.result = rt.panicResult
-			rt.count(rt.panicResult, time.Since(start).Seconds())
+			rt.count(rl, time.Since(start).Seconds())
 		}
 		c.AbortWithStatus(http.StatusInternalServerError)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/extauth/extauth/internal/testenv"
 	"github.com/extauth/extauth/pkg/config"
@@ -25,12 +26,13 @@ import (
 // exact host and a wildcard) and wiki at provider A with their own
 // clients, docs at provider B; no top-level client.
 type appsEnv struct {
-	t      *testing.T
-	cfg    *config.Config
-	a, b   *providertest.Provider
-	router http.Handler
-	clock  *clock
-	logs   *syncBuffer
+	t       *testing.T
+	cfg     *config.Config
+	a, b    *providertest.Provider
+	router  http.Handler
+	clock   *clock
+	logs    *syncBuffer
+	metrics *metrics.Metrics
 }
 
 func newAppsEnv(t *testing.T) *appsEnv { return newAppsEnvWith(t, nil) }
@@ -59,7 +61,7 @@ apps:
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	m := metrics.New(prometheus.NewRegistry(), "test")
+	m := metrics.New(prometheus.NewRegistry(), "test", "grafana", "wiki", "docs")
 	codec, err := session.NewCodec(cfg.Session.MustDecodeKeys(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +85,7 @@ apps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &appsEnv{t: t, cfg: cfg, a: a, b: b, router: router, clock: clk, logs: logs}
+	return &appsEnv{t: t, cfg: cfg, a: a, b: b, router: router, clock: clk, logs: logs, metrics: m}
 }
 
 // do serves a request for host (the Host header extauth sees).
@@ -180,6 +182,15 @@ func TestAppsChosenByHost(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), `"app":"docs"`) {
 		t.Error("the log lines do not name the app")
+	}
+	// The metrics count per app: grafana's four 200s above, docs' one.
+	for app, want := range map[string]float64{"grafana": 4, "docs": 1, "wiki": 0} {
+		if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(app, metrics.CheckNginx, metrics.AuthAuthenticated)); got != want {
+			t.Errorf("authenticated checks of %s = %v, want %v", app, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues("wiki", metrics.CallbackForbidden)); got != 1 {
+		t.Errorf("wiki's forbidden callbacks = %v, want 1", got)
 	}
 }
 

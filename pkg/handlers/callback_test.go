@@ -122,7 +122,7 @@ func TestCallbackFailures(t *testing.T) {
 					t.Error("a failed callback set a session cookie")
 				}
 			}
-			if got := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues(tc.result)); got != 1 {
+			if got := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues("", tc.result)); got != 1 {
 				t.Errorf("callbacks{result=%q} = %v, want 1", tc.result, got)
 			}
 			if strings.Contains(rec.Body.String(), "<script>") {
@@ -147,7 +147,7 @@ func TestCallbackProviderDownIs502(t *testing.T) {
 	if rec.Code != http.StatusBadGateway || j["_extauth"] != nil {
 		t.Errorf("status %d, session %v", rec.Code, j["_extauth"])
 	}
-	if got := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues(metrics.CallbackExchangeFailed)); got != 1 {
+	if got := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues("", metrics.CallbackExchangeFailed)); got != 1 {
 		t.Errorf("exchange_failed = %v", got)
 	}
 	if got := testutil.CollectAndCount(e.metrics.IdPRequestDuration); got == 0 {

@@ -126,7 +126,7 @@ func (h *handler) refreshed(a *app, w http.ResponseWriter, r *http.Request, rl *
 	if res.Status == refresh.Shared {
 		result = metrics.RefreshShared
 	}
-	h.Metrics.TokenRefreshes.WithLabelValues(result).Inc()
+	h.Metrics.TokenRefreshes.WithLabelValues(a.name, result).Inc()
 	if res.CookieBytes > 0 {
 		h.Metrics.SessionCookieBytes.Observe(float64(res.CookieBytes))
 	}
@@ -148,7 +148,7 @@ func (h *handler) refreshFailed(a *app, w http.ResponseWriter, r *http.Request, 
 	switch {
 	case errors.As(err, &over):
 		if over.Rejected {
-			h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshInvalidGrant).Inc()
+			h.Metrics.TokenRefreshes.WithLabelValues(a.name, metrics.RefreshInvalidGrant).Inc()
 			h.Log.Info("refresh rejected; session over", "sub", st.Subject, "error", over.Err)
 		}
 		a.sessions.Clear(w, r)
@@ -156,7 +156,7 @@ func (h *handler) refreshFailed(a *app, w http.ResponseWriter, r *http.Request, 
 	case errors.As(err, &down):
 		// The provider is down, slow or broken: the session passes for
 		// refreshGrace past the access token's expiry; a later check tries again.
-		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshIdPUnavailable).Inc()
+		h.Metrics.TokenRefreshes.WithLabelValues(a.name, metrics.RefreshIdPUnavailable).Inc()
 		h.Log.Warn("refresh failed; provider unavailable", "sub", st.Subject, "error", down.Err)
 		if !down.InGrace {
 			return nil, unauthenticated("refresh failed, grace over")
@@ -165,7 +165,7 @@ func (h *handler) refreshFailed(a *app, w http.ResponseWriter, r *http.Request, 
 		return res.State, nil
 	case errors.As(err, &unstored):
 		// This check passes on the new tokens; a later one stores them.
-		h.Metrics.TokenRefreshes.WithLabelValues(metrics.RefreshStoreError).Inc()
+		h.Metrics.TokenRefreshes.WithLabelValues(a.name, metrics.RefreshStoreError).Inc()
 		h.Log.Error("refreshed session could not be stored; the next check retries", "sub", st.Subject, "error", unstored.Err)
 		rl.reason = "refreshed, but the session could not be stored"
 		return res.State, nil

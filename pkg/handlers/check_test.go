@@ -27,7 +27,7 @@ func TestCheckWithoutSession(t *testing.T) {
 			t.Errorf("%s: status %d, headers %v", method, rec.Code, rec.Header())
 		}
 	}
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthUnauthenticated)); v != 2 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthUnauthenticated)); v != 2 {
 		t.Errorf("unauthenticated = %v, want 2", v)
 	}
 }
@@ -81,7 +81,7 @@ func TestCheckHostileCookies(t *testing.T) {
 			}
 		})
 	}
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthError)); v != 0 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthError)); v != 0 {
 		t.Errorf("hostile cookies counted as errors: %v", v)
 	}
 }
@@ -162,7 +162,7 @@ func TestCheckPolicy(t *testing.T) {
 			}
 		})
 	}
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthForbidden)); v != 5 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthForbidden)); v != 5 {
 		t.Errorf("forbidden = %v, want 5", v)
 	}
 }

@@ -156,7 +156,7 @@ func TestForwardAuthContract(t *testing.T) {
 			t.Errorf("%d", rec.Code)
 		}
 	})
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckForwardAuth, metrics.AuthAuthenticated)); v != 1 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckForwardAuth, metrics.AuthAuthenticated)); v != 1 {
 		t.Errorf("forward_auth authenticated = %v", v)
 	}
 }
@@ -225,7 +225,7 @@ func TestExtAuthzContract(t *testing.T) {
 	if code := envoy(http.MethodGet, "//evil.com/x", nil, browserAccept); code != http.StatusUnauthorized {
 		t.Errorf("scheme-relative path: %d", code)
 	}
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckExtAuthz, metrics.AuthAuthenticated)); v != 3 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckExtAuthz, metrics.AuthAuthenticated)); v != 3 {
 		t.Errorf("ext_authz authenticated = %v, want 3", v)
 	}
 }

@@ -118,14 +118,14 @@ func TestCountersMoveByWhatWasDone(t *testing.T) {
 	e := newTestEnv(t, nil).discover()
 	j := e.signIn("/")
 	const n = 37
-	before := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthAuthenticated))
+	before := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthAuthenticated))
 	beforeHTTP := testutil.ToFloat64(e.metrics.HTTPRequests.WithLabelValues("/oauth2/auth", "GET", "200"))
 	for range n {
 		if rec := e.check(j.list(), "", nil); rec.Code != http.StatusOK {
 			t.Fatal(rec.Code)
 		}
 	}
-	if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthAuthenticated)) - before; got != n {
+	if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthAuthenticated)) - before; got != n {
 		t.Errorf("authenticated moved by %v, want %d", got, n)
 	}
 	if got := testutil.ToFloat64(e.metrics.HTTPRequests.WithLabelValues("/oauth2/auth", "GET", "200")) - beforeHTTP; got != n {
@@ -134,7 +134,7 @@ func TestCountersMoveByWhatWasDone(t *testing.T) {
 	for range 5 {
 		e.check(nil, "", nil)
 	}
-	if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthUnauthenticated)); got != 5 {
+	if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthUnauthenticated)); got != 5 {
 		t.Errorf("unauthenticated = %v, want 5", got)
 	}
 	if got := testutil.CollectAndCount(e.metrics.AuthRequestDuration); got != 12 {

@@ -26,7 +26,7 @@ func sessionCookie(rec *httptest.ResponseRecorder) *http.Cookie {
 }
 
 func refreshes(e *testEnv, result string) float64 {
-	return testutil.ToFloat64(e.metrics.TokenRefreshes.WithLabelValues(result))
+	return testutil.ToFloat64(e.metrics.TokenRefreshes.WithLabelValues("", result))
 }
 
 // TestConcurrentChecksShareOneRefresh: 50 parallel checks with one expired

@@ -134,16 +134,14 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	g.Any("/forward-auth", h.serve(h.checkRoute(metrics.CheckForwardAuth), h.forwardAuth))
 	g.Any("/ext-authz/*path", h.serve(h.checkRoute(metrics.CheckExtAuthz), h.extAuthz))
 	g.GET("/start", h.serve(page, h.start))
-	g.GET("/callback", h.serve(h.pageRoute(counter(func(result string) {
-		m.Callbacks.WithLabelValues(result).Inc()
-	})), h.callback))
+	g.GET("/callback", h.serve(h.pageRoute(counter(m.Callbacks)), h.callback))
 	g.GET("/userinfo", h.serve(jsonRoute(nil), h.userinfo))
 	signOut := h.serve(page, h.signOut)
 	g.GET("/sign_out", signOut)
 	g.POST("/sign_out", signOut)
-	g.POST("/backchannel_logout", h.serve(jsonRoute(counter(func(result string) {
-		m.BackchannelLogouts.WithLabelValues(result).Inc()
-	})), h.backchannelLogout))
+	g.POST("/backchannel_logout", h.serve(jsonRoute(func(rl *reqLog, _ float64) {
+		m.BackchannelLogouts.WithLabelValues(rl.result).Inc()
+	}), h.backchannelLogout))
 
 	r.GET("/healthz", h.serve(page, h.healthz))
 	r.GET("/readyz", h.serve(page, h.readyz))

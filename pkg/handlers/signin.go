@@ -79,7 +79,7 @@ func (h *handler) beginSignIn(a *app, w http.ResponseWriter, flows session.Flows
 	if err := a.flows.Add(w, flows, flow); err != nil {
 		return "", "", &outcome{status: http.StatusInternalServerError, reason: "flow cookie: " + err.Error(), message: "Could not start the sign-in."}
 	}
-	h.Metrics.Signins.WithLabelValues(result).Inc()
+	h.Metrics.Signins.WithLabelValues(a.name, result).Inc()
 	return authURL, result, nil
 }
 

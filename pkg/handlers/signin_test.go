@@ -113,13 +113,13 @@ func TestSignInFlow(t *testing.T) {
 		t.Error("userinfo without a session must be 401")
 	}
 
-	if v := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues(metrics.CallbackSuccess)); v != 1 {
+	if v := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues("", metrics.CallbackSuccess)); v != 1 {
 		t.Errorf("callbacks success = %v", v)
 	}
-	if v := testutil.ToFloat64(e.metrics.Signins.WithLabelValues(metrics.SigninRedirected)); v != 1 {
+	if v := testutil.ToFloat64(e.metrics.Signins.WithLabelValues("", metrics.SigninRedirected)); v != 1 {
 		t.Errorf("signins redirected = %v", v)
 	}
-	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues(metrics.CheckNginx, metrics.AuthAuthenticated)); v != 1 {
+	if v := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthAuthenticated)); v != 1 {
 		t.Errorf("auth authenticated = %v", v)
 	}
 }
@@ -176,14 +176,14 @@ func TestStartReturnURL(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := testutil.ToFloat64(e.metrics.Signins.WithLabelValues(tc.result))
+			before := testutil.ToFloat64(e.metrics.Signins.WithLabelValues("", tc.result))
 			j := jar{}
 			rec := e.do(http.MethodGet, tc.target, nil, tc.header)
 			if rec.Code != http.StatusFound {
 				t.Fatalf("status %d", rec.Code)
 			}
 			j.update(rec)
-			if got := testutil.ToFloat64(e.metrics.Signins.WithLabelValues(tc.result)); got != before+1 {
+			if got := testutil.ToFloat64(e.metrics.Signins.WithLabelValues("", tc.result)); got != before+1 {
 				t.Errorf("signins{%s} did not count", tc.result)
 			}
 			auth, _ := url.Parse(rec.Header().Get("Location"))
@@ -277,7 +277,7 @@ func TestForbiddenAtCallback(t *testing.T) {
 	if rec.Code != http.StatusForbidden || j["_extauth"] != nil {
 		t.Errorf("status %d, session %v", rec.Code, j["_extauth"])
 	}
-	if v := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues(metrics.CallbackForbidden)); v != 1 {
+	if v := testutil.ToFloat64(e.metrics.Callbacks.WithLabelValues("", metrics.CallbackForbidden)); v != 1 {
 		t.Errorf("callbacks forbidden = %v", v)
 	}
 }

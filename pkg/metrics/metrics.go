@@ -113,7 +113,7 @@ type Metrics struct {
 	KeyRefetches        *prometheus.CounterVec // result
 	SigninWarnings      *prometheus.CounterVec // warning
 	GroupsOverage       *prometheus.CounterVec // result
-	authObservers       map[[2]string]authObserver
+	authObservers       map[[3]string]authObserver // app, endpoint, result
 
 	httpMu        sync.RWMutex
 	httpCounters  map[httpKey]prometheus.Counter
@@ -143,24 +143,27 @@ var storeBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025,
 
 // New creates the metrics and registers them, with the Go and process
 // collectors, on reg. Every label combination of the contract is created up
-// front so that dashboards see zeros instead of gaps.
-func New(reg prometheus.Registerer, version string) *Metrics {
+// front so that dashboards see zeros instead of gaps, for each of apps
+// (config apps:) and for the top-level client, whose app label is empty
+// (absent, as before apps existed). The app label takes no other value:
+// it is bounded by the configuration.
+func New(reg prometheus.Registerer, version string, apps ...string) *Metrics {
 	m := &Metrics{
 		AuthRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauth_auth_requests_total", Help: "Auth checks answered, by gateway endpoint and result.",
-		}, []string{"endpoint", "result"}),
+			Name: "extauth_auth_requests_total", Help: "Auth checks answered, by app, gateway endpoint and result.",
+		}, []string{"app", "endpoint", "result"}),
 		AuthRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "extauth_auth_request_duration_seconds", Help: "Time to answer an auth check, by gateway endpoint and result.", Buckets: checkBuckets,
-		}, []string{"endpoint", "result"}),
+			Name: "extauth_auth_request_duration_seconds", Help: "Time to answer an auth check, by app, gateway endpoint and result.", Buckets: checkBuckets,
+		}, []string{"app", "endpoint", "result"}),
 		Signins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauth_signins_total", Help: "Sign-ins started, by result.",
-		}, []string{"result"}),
+			Name: "extauth_signins_total", Help: "Sign-ins started, by app and result.",
+		}, []string{"app", "result"}),
 		Callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauth_callbacks_total", Help: "Provider callbacks handled, by result.",
-		}, []string{"result"}),
+			Name: "extauth_callbacks_total", Help: "Provider callbacks handled, by app and result.",
+		}, []string{"app", "result"}),
 		TokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "extauth_token_refreshes_total", Help: "Access-token refreshes during checks, by result.",
-		}, []string{"result"}),
+			Name: "extauth_token_refreshes_total", Help: "Access-token refreshes during checks, by app and result.",
+		}, []string{"app", "result"}),
 		TokenRevocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauth_token_revocations_total", Help: "Token revocations at sign-out (RFC 7009), by token type and result.",
 		}, []string{"token_type", "result"}),
@@ -218,20 +221,22 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 
 	m.httpCounters = map[httpKey]prometheus.Counter{}
 	m.httpDurations = map[string]prometheus.Observer{}
-	m.authObservers = make(map[[2]string]authObserver)
-	for _, e := range []string{CheckNginx, CheckForwardAuth, CheckExtAuthz} {
-		for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
-			m.authObservers[[2]string{e, r}] = authObserver{m.AuthRequests.WithLabelValues(e, r), m.AuthRequestDuration.WithLabelValues(e, r)}
+	m.authObservers = make(map[[3]string]authObserver)
+	for _, app := range append([]string{""}, apps...) {
+		for _, e := range []string{CheckNginx, CheckForwardAuth, CheckExtAuthz} {
+			for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
+				m.authObservers[[3]string{app, e, r}] = authObserver{m.AuthRequests.WithLabelValues(app, e, r), m.AuthRequestDuration.WithLabelValues(app, e, r)}
+			}
 		}
-	}
-	for _, r := range []string{SigninRedirected, SigninInvalidRedirect} {
-		m.Signins.WithLabelValues(r)
-	}
-	for _, r := range []string{CallbackSuccess, CallbackInvalidState, CallbackIdPError, CallbackExchangeFailed, CallbackInvalidIDToken, CallbackForbidden} {
-		m.Callbacks.WithLabelValues(r)
-	}
-	for _, r := range []string{RefreshSuccess, RefreshShared, RefreshInvalidGrant, RefreshIdPUnavailable, RefreshStoreError} {
-		m.TokenRefreshes.WithLabelValues(r)
+		for _, r := range []string{SigninRedirected, SigninInvalidRedirect} {
+			m.Signins.WithLabelValues(app, r)
+		}
+		for _, r := range []string{CallbackSuccess, CallbackInvalidState, CallbackIdPError, CallbackExchangeFailed, CallbackInvalidIDToken, CallbackForbidden} {
+			m.Callbacks.WithLabelValues(app, r)
+		}
+		for _, r := range []string{RefreshSuccess, RefreshShared, RefreshInvalidGrant, RefreshIdPUnavailable, RefreshStoreError} {
+			m.TokenRefreshes.WithLabelValues(app, r)
+		}
 	}
 	for _, tt := range []string{"access_token", "refresh_token"} {
 		for _, r := range []string{RevocationSuccess, RevocationFailure, RevocationUnsupported} {
@@ -302,10 +307,10 @@ func (m *Metrics) ObserveHTTP(route, method string, code int, seconds float64) {
 
 // ObserveAuth counts one check and its duration without a label lookup:
 // this runs on every request of every protected app.
-func (m *Metrics) ObserveAuth(endpoint, result string, seconds float64) {
-	o, ok := m.authObservers[[2]string{endpoint, result}]
+func (m *Metrics) ObserveAuth(app, endpoint, result string, seconds float64) {
+	o, ok := m.authObservers[[3]string{app, endpoint, result}]
 	if !ok {
-		o = authObserver{m.AuthRequests.WithLabelValues(endpoint, result), m.AuthRequestDuration.WithLabelValues(endpoint, result)}
+		o = authObserver{m.AuthRequests.WithLabelValues(app, endpoint, result), m.AuthRequestDuration.WithLabelValues(app, endpoint, result)}
 	}
 	o.count.Inc()
 	o.duration.Observe(seconds)

@@ -44,7 +44,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	// process rather than by the handlers package when it is imported.
 	gin.SetMode(gin.ReleaseMode)
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, version)
+	apps := make([]string, 0, len(cfg.Apps))
+	for _, a := range cfg.Apps {
+		apps = append(apps, a.Name)
+	}
+	m := metrics.New(reg, version, apps...)
 	now := time.Now
 
 	keys, err := cfg.Session.DecodeKeys()
