@@ -40,6 +40,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzCookie$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./pkg/session
 	go test -run '^$$' -fuzz '^FuzzStateDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./pkg/session
 	go test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./pkg/redirect
+	go test -run '^$$' -fuzz '^FuzzSkip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./pkg/policy
 
 ## e2e: the browser tests against the real stack (e2e/ is its own Go module)
 e2e:

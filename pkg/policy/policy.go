@@ -1,11 +1,10 @@
-// Package policy decides whether a signed-in user may pass: a pure function
-// over the user's claims and the rules, with no HTTP in it.
+// Package policy decides whether a request may pass: whether a signed-in
+// user's claims satisfy the rules (Decide, DecideQuery), whether a route
+// needs no session at all (Skips), and whether a request is a CORS preflight
+// (Preflight). Pure functions, no handlers, no configuration loading.
 package policy
 
-import (
-	"net/url"
-	"strings"
-)
+import "strings"
 
 // Rules is one set of conditions. Within a list any entry may match; every
 // list that is set must match.
@@ -17,12 +16,28 @@ type Rules struct {
 	Emails []string
 	// Groups: the user must be in one of them (case-sensitive, as providers send them).
 	Groups []string
+	// Claims: every rule must hold (unlike the lists above, whose entries
+	// are alternatives, each rule is a condition of its own).
+	Claims []ClaimRule
+}
+
+// ClaimRule holds when any of the identity's values for Claim equals any of
+// Values, exactly and case-sensitively (claim values are identifiers, not
+// addresses: "Platform" and "platform" may be different departments). A
+// rule without Values never holds.
+type ClaimRule struct {
+	Claim  string
+	Values []string
 }
 
 // Identity is what the rules look at.
 type Identity struct {
 	Email  string
 	Groups []string
+	// Claims maps a claim's name to its values as text: a string claim is
+	// one value, an array its members, a number or a bool its text ("42",
+	// "true"). A claim that is absent, null or an object has no values.
+	Claims map[string][]string
 }
 
 // Reason says why a decision was made, for debug logs.
@@ -32,26 +47,32 @@ const (
 	Allowed         Reason = "allowed"
 	EmailNotAllowed Reason = "email not allowed"
 	GroupNotAllowed Reason = "no allowed group"
+	// ClaimNotAllowed names neither the claim nor its values: reasons reach
+	// logs and responses, and a claim rule may describe something private.
+	ClaimNotAllowed Reason = "claim not allowed"
 )
 
 // Config rules from the authorization section of the configuration. The
 // email domains and the emails are one condition: an email passes when its
 // domain is allowed or it is listed (as in oauth2-proxy). Groups are a
-// second condition.
+// second condition, each claim rule one more.
 func (r Rules) Decide(id Identity) (bool, Reason) {
 	if (len(r.EmailDomains) > 0 || len(r.Emails) > 0) &&
 		!matchDomain(r.EmailDomains, id.Email) && !matchEmail(r.Emails, id.Email) {
 		return false, EmailNotAllowed
 	}
-	if len(r.Groups) > 0 && !matchGroup(r.Groups, id.Groups) {
+	if len(r.Groups) > 0 && !anyEqual(r.Groups, id.Groups) {
 		return false, GroupNotAllowed
+	}
+	if !matchClaims(r.Claims, id.Claims) {
+		return false, ClaimNotAllowed
 	}
 	return true, Allowed
 }
 
 // Query rules narrow the configured ones for one ingress, from the check's
-// allowed_groups, allowed_emails and allowed_email_domains parameters: each
-// given list must match on its own.
+// allowed_groups, allowed_emails, allowed_email_domains and allowed_claims
+// parameters: each given list must match on its own, and every claim rule.
 func (r Rules) DecideQuery(id Identity) (bool, Reason) {
 	if len(r.EmailDomains) > 0 && !matchDomain(r.EmailDomains, id.Email) {
 		return false, EmailNotAllowed
@@ -59,39 +80,13 @@ func (r Rules) DecideQuery(id Identity) (bool, Reason) {
 	if len(r.Emails) > 0 && !matchEmail(r.Emails, id.Email) {
 		return false, EmailNotAllowed
 	}
-	if len(r.Groups) > 0 && !matchGroup(r.Groups, id.Groups) {
+	if len(r.Groups) > 0 && !anyEqual(r.Groups, id.Groups) {
 		return false, GroupNotAllowed
 	}
+	if !matchClaims(r.Claims, id.Claims) {
+		return false, ClaimNotAllowed
+	}
 	return true, Allowed
-}
-
-// ParseQuery reads the allowed_* parameters of a check's query string
-// (comma-separated lists). It returns the zero Rules when none is set.
-func ParseQuery(rawQuery string) (Rules, error) {
-	if rawQuery == "" {
-		return Rules{}, nil
-	}
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return Rules{}, err
-	}
-	return Rules{
-		EmailDomains: splitList(q["allowed_email_domains"]),
-		Emails:       splitList(q["allowed_emails"]),
-		Groups:       splitList(q["allowed_groups"]),
-	}, nil
-}
-
-func splitList(values []string) []string {
-	var out []string
-	for _, v := range values {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
 }
 
 // emailDomain returns the domain of a plausible address: exactly one "@",
@@ -152,13 +147,25 @@ func matchEmail(rules []string, email string) bool {
 	return false
 }
 
-func matchGroup(rules, groups []string) bool {
-	for _, r := range rules {
-		for _, g := range groups {
-			if r == g {
+// anyEqual reports whether a value the user has (a group, a claim value)
+// equals an allowed one, exactly.
+func anyEqual(allowed, have []string) bool {
+	for _, a := range allowed {
+		for _, h := range have {
+			if a == h {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// matchClaims: every rule holds (no rules: nothing to hold).
+func matchClaims(rules []ClaimRule, claims map[string][]string) bool {
+	for _, r := range rules {
+		if !anyEqual(r.Values, claims[r.Claim]) {
+			return false
+		}
+	}
+	return true
 }
