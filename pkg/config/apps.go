@@ -1,12 +1,15 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/extauth/extauth/pkg/policy"
 )
 
 // App is one protected app of a deployment that serves several (apps: in
@@ -285,16 +288,45 @@ func (a *AppAuthorization) validate(p *problems, at string) {
 	default:
 		p.add(at+".preflight", "%q is not allow or deny", a.Preflight)
 	}
-	for i, s := range a.Skip {
-		path := fmt.Sprintf("%s.skip[%d]", at, i)
-		if len(s.Methods) == 0 {
-			p.add(path+".methods", "required")
-		}
-		switch {
-		case (s.Path == "") == (s.PathPrefix == ""):
-			p.add(path, "needs exactly one of path and pathPrefix")
-		case s.PathPrefix == "/":
-			p.add(path+".pathPrefix", `"/" would skip authentication for every path`)
+	// The skip rules, checked by the matcher that serves them.
+	if _, err := policy.NewSkips(a.SkipRules()); err != nil {
+		for _, e := range unjoin(err) {
+			var bad *policy.SkipRuleError
+			if !errors.As(e, &bad) {
+				p.add(at+".skip", "%v", e)
+				continue
+			}
+			path := fmt.Sprintf("%s.skip[%d]", at, bad.Index)
+			if bad.Field != "" {
+				path += "." + bad.Field
+			}
+			p.add(path, "%v", bad.Err)
 		}
 	}
+}
+
+// SkipRules are the skip rules as policy.NewSkips takes them.
+func (a *AppAuthorization) SkipRules() []policy.SkipRule {
+	out := make([]policy.SkipRule, len(a.Skip))
+	for i, r := range a.Skip {
+		out[i] = policy.SkipRule{Methods: r.Methods, Path: r.Path, PathPrefix: r.PathPrefix}
+	}
+	return out
+}
+
+// ClaimRules are the claim rules as policy takes them.
+func (a *AppAuthorization) ClaimRules() []policy.ClaimRule {
+	out := make([]policy.ClaimRule, len(a.Claims))
+	for i, r := range a.Claims {
+		out[i] = policy.ClaimRule{Claim: r.Claim, Values: r.Values}
+	}
+	return out
+}
+
+// unjoin lists the errors errors.Join made one.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }

@@ -111,7 +111,7 @@ apps:
       claims: [{claim: "", values: []}]
       bearer: [{issuerURL: "not a url", audiences: []}]
       preflight: maybe
-      skip: [{methods: [GET], pathPrefix: /}, {methods: [], path: /a, pathPrefix: /b}]
+      skip: [{methods: [GET], pathPrefix: /}, {methods: [], path: /a, pathPrefix: /b}, {methods: [get], path: "/a/../b"}]
   - {name: grafana, hosts: [], oidc: {clientID: x, clientSecret: s}, session: {cookieName: _x}}
 `)
 	requireErrors(t, err,
@@ -129,9 +129,11 @@ apps:
 		"apps[1].authorization.bearer[0].issuerURL:",
 		"apps[1].authorization.bearer[0].audiences: required",
 		`apps[1].authorization.preflight: "maybe" is not allow or deny`,
-		`apps[1].authorization.skip[0].pathPrefix: "/" would skip authentication for every path`,
-		"apps[1].authorization.skip[1].methods: required",
-		"apps[1].authorization.skip[1]: needs exactly one of path and pathPrefix",
+		`apps[1].authorization.skip[0].pathPrefix: "/" would skip everything`,
+		"apps[1].authorization.skip[1].methods: list at least one method",
+		"apps[1].authorization.skip[1]: set path or pathPrefix, not both",
+		`apps[1].authorization.skip[2].methods: "get" is not an upper-case method name`,
+		`apps[1].authorization.skip[2].path: "/a/../b" would match no request`,
 		`apps[2].name: "grafana" is also apps[0]'s name`,
 		"apps[2].hosts: required",
 	)

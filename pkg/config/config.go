@@ -131,6 +131,11 @@ type Claims struct {
 	// PreferredUsername becomes X-Auth-Request-Preferred-Username. Default
 	// "preferred_username".
 	PreferredUsername string `json:"preferredUsername"`
+	// Keep are claims kept in the session for claim rules: the
+	// allowed_claims of an annotation can test only these and the claims
+	// an app's authorization.claims names (kept without being listed).
+	// Default empty.
+	Keep []string `json:"keep"`
 }
 
 // Session configures the session cookie and its store.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/identity"
+	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
 	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/refresh"
@@ -40,6 +41,10 @@ type app struct {
 	identity  *identity.Builder
 	refresher *refresh.Refresher
 	rules     policy.Rules
+	// skips are routes that pass without a session; preflight lets CORS
+	// preflights pass (apps[].authorization.skip and .preflight).
+	skips     *policy.Skips
+	preflight bool
 	// consentLearned: the provider withheld a refresh token from a sign-in
 	// without prompt=consent; in oidc.promptConsent auto every sign-in
 	// sends it from then on.
@@ -49,9 +54,17 @@ type app struct {
 // newApp assembles an app from its configuration and parts.
 func (h *handler) newApp(name string, oidc config.OIDC, authz policy.Rules, p *provider.Provider, sessions SessionStore, flows *session.FlowStore) *app {
 	d, cfg := h.Deps, h.Config
+	// The claims the rules test live in the session: those named by
+	// oidc.claims.keep and by the app's claim rules.
+	keep := slices.Clone(oidc.Claims.Keep)
+	for _, r := range authz.Claims {
+		if !slices.Contains(keep, r.Claim) {
+			keep = append(keep, r.Claim)
+		}
+	}
 	ids := &identity.Builder{
 		Names: identity.Names{User: oidc.Claims.User, Email: oidc.Claims.Email,
-			PreferredUsername: oidc.Claims.PreferredUsername, Groups: oidc.Claims.Groups},
+			PreferredUsername: oidc.Claims.PreferredUsername, Groups: oidc.Claims.Groups, Keep: keep},
 		Keep: identity.Keep{AccessToken: cfg.Session.StoreTokens.AccessToken,
 			IDToken: cfg.Session.StoreTokens.IDToken, RefreshToken: cfg.Session.StoreTokens.RefreshToken},
 		MaxAge:   cfg.Session.MaxAge.Duration,
@@ -89,17 +102,23 @@ func (h *handler) buildApps(d Deps) error {
 	}
 	h.byName = map[string]*app{}
 	h.byHost = map[string]*app{}
-	for _, ac := range cfg.Apps {
-		i := slices.IndexFunc(d.Apps, func(a AppDeps) bool { return a.Name == ac.Name })
-		if i < 0 {
+	for i, ac := range cfg.Apps {
+		j := slices.IndexFunc(d.Apps, func(a AppDeps) bool { return a.Name == ac.Name })
+		if j < 0 {
 			return fmt.Errorf("apps: no provider and sessions built for app %q", ac.Name)
 		}
-		parts := d.Apps[i]
+		parts := d.Apps[j]
 		a := h.newApp(ac.Name, ac.OIDC, policy.Rules{
 			EmailDomains: ac.Authorization.EmailDomains,
 			Emails:       ac.Authorization.Emails,
 			Groups:       ac.Authorization.Groups,
+			Claims:       ac.Authorization.ClaimRules(),
 		}, parts.Provider, parts.Sessions, parts.Flows)
+		skips, err := policy.NewSkips(ac.Authorization.SkipRules())
+		if err != nil {
+			return fmt.Errorf("apps[%d].authorization.skip: %w", i, err)
+		}
+		a.skips, a.preflight = skips, ac.Authorization.Preflight == config.PreflightAllow
 		h.apps = append(h.apps, a)
 		h.byName[a.name] = a
 		for _, host := range ac.Hosts {
@@ -282,4 +301,18 @@ func (a *app) promptConsent(retry bool) bool {
 		return retry || a.consentLearned.Load()
 	}
 	return false
+}
+
+// unauthenticated reports whether the original request passes without a
+// session: a skip rule's route, or a CORS preflight where the app allows
+// them. It then gets a 200 without identity headers. rawPath is the path
+// as the client sent it; an unknown one ("") never passes.
+func (a *app) passesWithoutSession(method, rawPath string, hdr http.Header) (*outcome, bool) {
+	switch {
+	case a.preflight && policy.Preflight(method, hdr):
+		return &outcome{status: http.StatusOK, result: metrics.AuthSkipped, reason: "CORS preflight (preflight: allow)"}, true
+	case rawPath != "" && a.skips.Match(method, rawPath):
+		return &outcome{status: http.StatusOK, result: metrics.AuthSkipped, reason: "skip rule"}, true
+	}
+	return nil, false
 }

@@ -41,14 +41,23 @@ func newAppsEnv(t *testing.T) *appsEnv { return newAppsEnvWith(t, nil) }
 func newAppsEnvWith(t *testing.T, edit func(yaml string) string) *appsEnv {
 	t.Helper()
 	clk := testenv.NewClock(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
-	a := providertest.New(t, providertest.WithClock(clk.Now), providertest.WithClient("grafana", "grafana-secret"))
+	user := providertest.DefaultUser()
+	user.Extra = map[string]any{"department": []any{"finance", "platform"}, "level": 3}
+	a := providertest.New(t, providertest.WithClock(clk.Now), providertest.WithClient("grafana", "grafana-secret"), providertest.WithUser(user))
 	b := providertest.New(t, providertest.WithClock(clk.Now), providertest.WithClient("docs", "docs-secret"))
 	yaml := `
 oidc: {issuerURL: ` + a.Issuer + `}
 session: {secrets: ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="], cookieDomain: .example.com}
 authorization: {redirectDomains: [.example.com]}
 apps:
-  - {name: grafana, hosts: [grafana.example.com, "*.grafana.example.com"], oidc: {clientID: grafana, clientSecret: grafana-secret}, session: {cookieName: _extauth_grafana}}
+  - name: grafana
+    hosts: [grafana.example.com, "*.grafana.example.com"]
+    oidc: {clientID: grafana, clientSecret: grafana-secret, claims: {keep: [acr]}}
+    session: {cookieName: _extauth_grafana}
+    authorization:
+      claims: [{claim: department, values: [platform, security]}, {claim: level, values: ["3", "4"]}]
+      preflight: allow
+      skip: [{methods: [GET], path: /api/health}, {methods: [GET, HEAD], pathPrefix: /public/}]
   - {name: wiki, hosts: [wiki.example.com], oidc: {clientID: grafana, clientSecret: grafana-secret}, session: {cookieName: _extauth_wiki}, authorization: {groups: [no-such-group]}}
   - {name: docs, hosts: [docs.example.com], oidc: {issuerURL: ` + b.Issuer + `, clientID: docs, clientSecret: docs-secret}, session: {cookieName: _extauth_docs}}
 `
@@ -269,4 +278,102 @@ func (e *appsEnv) loadState(app string, j jar) *session.State {
 		e.t.Fatalf("open %s: %v", name, err)
 	}
 	return &st
+}
+
+// checkPath asks about a request for method and uri (path and query as
+// the client sent them) on host.
+func (e *appsEnv) checkPath(host, method, uri, query string, cookies []*http.Cookie, extra http.Header) *httptest.ResponseRecorder {
+	e.t.Helper()
+	h := http.Header{"X-Original-Url": {"https://" + host + uri}, "X-Original-Method": {method}}
+	for k, v := range extra {
+		h[k] = v
+	}
+	target := "/oauth2/auth"
+	if query != "" {
+		target += "?" + query
+	}
+	return e.do(http.MethodGet, host, target, cookies, h)
+}
+
+// TestAppsSkipAndPreflight: an app's skip rules and allowed preflights
+// pass without a session and without identity headers; tricks that would
+// turn a protected path into a skipped one do not; another app's rules
+// are not this one's.
+func TestAppsSkipAndPreflight(t *testing.T) {
+	e := newAppsEnv(t)
+	preflight := http.Header{"Origin": {"https://other.example.com"}, "Access-Control-Request-Method": {"PUT"}}
+	for _, tc := range []struct {
+		host, method, uri string
+		header            http.Header
+		want              int
+	}{
+		{"grafana.example.com", "GET", "/api/health", nil, http.StatusOK},
+		{"grafana.example.com", "GET", "/api/health?verbose=1", nil, http.StatusOK},
+		{"grafana.example.com", "HEAD", "/public/logo.png", nil, http.StatusOK},
+		{"grafana.example.com", "GET", "/public/My%20File.pdf", nil, http.StatusOK},
+		{"grafana.example.com", "OPTIONS", "/api/dashboards", preflight, http.StatusOK},
+		{"grafana.example.com", "POST", "/api/health", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "GET", "/public/../admin", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "GET", "/public/%2e%2e/admin", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "GET", "/public/..%2fadmin", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "GET", "/public;/../admin", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "GET", "//public/../admin", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "GET", "/API/health", nil, http.StatusUnauthorized},
+		{"grafana.example.com", "OPTIONS", "/api/dashboards", http.Header{"Origin": {"https://x.example.com"}}, http.StatusUnauthorized},
+		{"docs.example.com", "GET", "/api/health", nil, http.StatusUnauthorized},
+		{"docs.example.com", "OPTIONS", "/api/dashboards", preflight, http.StatusUnauthorized},
+	} {
+		rec := e.checkPath(tc.host, tc.method, tc.uri, "", nil, tc.header)
+		if rec.Code != tc.want {
+			t.Errorf("%s %s on %s: %d, want %d", tc.method, tc.uri, tc.host, rec.Code, tc.want)
+		}
+		if rec.Code == http.StatusOK && rec.Header().Get("X-Auth-Request-User") != "" {
+			t.Errorf("%s %s: a skipped request carries identity headers", tc.method, tc.uri)
+		}
+	}
+	if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("grafana", metrics.CheckNginx, metrics.AuthSkipped)); got != 5 {
+		t.Errorf("skipped checks of grafana = %v, want 5", got)
+	}
+}
+
+// TestAppsClaimRules: every claim rule must hold, a rule holds with any of
+// its values, against string, array and number claims; allowed_claims in
+// the auth URL narrows them; a user outside the rules cannot sign in.
+func TestAppsClaimRules(t *testing.T) {
+	e := newAppsEnv(t)
+	j := e.signIn("grafana.example.com", e.a)
+	st := e.loadState("grafana", j)
+	if got := st.Claims["department"]; len(got) != 2 || got[1] != "platform" || st.Claims["level"][0] != "3" {
+		t.Fatalf("kept claims = %v", st.Claims)
+	}
+	for _, tc := range []struct {
+		query string
+		want  int
+	}{
+		{"", http.StatusOK},
+		{"allowed_claims=department:platform|security", http.StatusOK},
+		{"allowed_claims=department:finance;level:3", http.StatusOK},
+		{"allowed_claims=department:security", http.StatusForbidden},
+		{"allowed_claims=department:platform;level:4", http.StatusForbidden},
+		{"allowed_claims=acr:silver", http.StatusForbidden}, // kept, but the user has none
+		{"allowed_claims=department", http.StatusForbidden}, // malformed: closed
+	} {
+		if rec := e.checkPath("grafana.example.com", "GET", "/", tc.query, j.list(), nil); rec.Code != tc.want {
+			t.Errorf("?%s: %d, want %d", tc.query, rec.Code, tc.want)
+		}
+	}
+	// A user in another department is refused at sign-in.
+	u := providertest.DefaultUser()
+	u.Extra = map[string]any{"department": "sales", "level": 3}
+	e.a.SetUser(u)
+	k := jar{}
+	rec := e.do(http.MethodGet, "grafana.example.com", "/oauth2/start", nil, nil)
+	k.update(rec)
+	cb := e.a.Login(t, t.Context(), rec.Header().Get("Location"))
+	if rec := e.do(http.MethodGet, "grafana.example.com", cb.RequestURI(), k.list(), nil); rec.Code != http.StatusForbidden {
+		t.Errorf("sign-in of a user in sales: %d, want 403", rec.Code)
+	}
+	if !strings.Contains(e.logs.String(), "claim not allowed") {
+		t.Error("the refusal's reason is not logged")
+	}
 }

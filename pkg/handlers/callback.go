@@ -127,7 +127,7 @@ func (h *handler) completeSignIn(a *app, w http.ResponseWriter, r *http.Request)
 	case err != nil:
 		return nil, "", invalidIDToken("The sign-in provider's ID token is not valid.", err.Error())
 	}
-	if ok, reason := a.rules.Decide(policy.Identity{Email: st.Email, Groups: st.Groups}); !ok {
+	if ok, reason := a.rules.Decide(policy.Identity{Email: st.Email, Groups: st.Groups, Claims: st.Claims}); !ok {
 		return nil, "", signInFailed(metrics.CallbackForbidden, http.StatusForbidden,
 			"You are signed in at the provider, but this account is not allowed here.", string(reason))
 	}

@@ -38,7 +38,31 @@ func (h *handler) check(c *gin.Context, rl *reqLog) *outcome {
 		return refusal
 	}
 	rl.app = a.name
+	if o, ok := a.passesWithoutSession(r.Header.Get("X-Original-Method"), originalPath(r.Header.Get("X-Original-Url")), r.Header); ok {
+		return o
+	}
 	return h.authorize(a, c.Writer, r, rl, r.URL.RawQuery)
+}
+
+// originalPath is the path of an original request URI as the client sent
+// it, without the query: "https://host/a%20b?x" gives "/a%20b"; "" when
+// there is none.
+func originalPath(uri string) string {
+	if uri == "" {
+		return ""
+	}
+	if uri[0] != '/' {
+		_, rest, ok := strings.Cut(uri, "://")
+		i := strings.IndexByte(rest, '/')
+		if !ok || i < 0 {
+			return ""
+		}
+		uri = rest[i:]
+	}
+	if i := strings.IndexAny(uri, "?#"); i >= 0 {
+		uri = uri[:i]
+	}
+	return uri
 }
 
 // originalHost is the host of nginx's X-Original-URL, else the check's
@@ -197,7 +221,7 @@ func (h *handler) ended(a *app, ctx context.Context, st *session.State) bool {
 // allow applies the policy to a valid session and sets the identity headers.
 func (h *handler) allow(a *app, hdr http.Header, rl *reqLog, st *session.State, policyQuery string) *outcome {
 	rl.sub = st.Subject
-	id := policy.Identity{Email: st.Email, Groups: st.Groups}
+	id := policy.Identity{Email: st.Email, Groups: st.Groups, Claims: st.Claims}
 	if ok, reason := a.rules.Decide(id); !ok {
 		return forbidden(string(reason))
 	}

@@ -76,6 +76,9 @@ func (h *handler) extAuthz(c *gin.Context, rl *reqLog) *outcome {
 // gatewayCheck is the check core plus what gateways other than nginx need:
 // the sign-in redirect for browsers.
 func (h *handler) gatewayCheck(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, orig originalRequest, policyQuery string) *outcome {
+	if o, ok := a.passesWithoutSession(orig.method, originalPath(orig.uri), r.Header); ok {
+		return o
+	}
 	o := h.authorize(a, w, r, rl, policyQuery)
 	if o.status == http.StatusOK && rl.newCookie && refreshByRedirect(policyQuery) {
 		// Caddy's forward_auth drops the headers of a 2xx answer on the way
@@ -103,8 +106,10 @@ func (h *handler) gatewayCheck(a *app, w http.ResponseWriter, r *http.Request, r
 }
 
 // refreshByRedirect reads refresh=redirect from the check URL's query.
+// A bare ";" (allowed_claims' rule separator) would make ParseQuery fail
+// and drop every parameter: it is read as any other character here.
 func refreshByRedirect(query string) bool {
-	q, err := url.ParseQuery(query)
+	q, err := url.ParseQuery(strings.ReplaceAll(query, ";", "%3B"))
 	return err == nil && q.Get("refresh") == "redirect"
 }
 

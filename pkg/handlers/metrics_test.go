@@ -137,8 +137,8 @@ func TestCountersMoveByWhatWasDone(t *testing.T) {
 	if got := testutil.ToFloat64(e.metrics.AuthRequests.WithLabelValues("", metrics.CheckNginx, metrics.AuthUnauthenticated)); got != 5 {
 		t.Errorf("unauthenticated = %v, want 5", got)
 	}
-	if got := testutil.CollectAndCount(e.metrics.AuthRequestDuration); got != 12 {
-		t.Errorf("check duration series = %d, want one per endpoint and result (12)", got)
+	if got := testutil.CollectAndCount(e.metrics.AuthRequestDuration); got != 15 {
+		t.Errorf("check duration series = %d, want one per endpoint and result (3×5)", got)
 	}
 	// The raw path never becomes a label: an unknown path is "unmatched".
 	e.do(http.MethodGet, "/secret/users/alice", nil, nil)

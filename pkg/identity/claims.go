@@ -12,15 +12,20 @@ import (
 	"strings"
 )
 
-// Names are the claims that carry the identity (oidc.claims).
+// Names are the claims that carry the identity (oidc.claims), and the
+// claims kept for claim rules (Keep).
 type Names struct {
 	User, Email, PreferredUsername, Groups string
+	Keep                                   []string
 }
 
 // Identity is what extauth keeps of a user's claims.
 type Identity struct {
 	User, Email, PreferredUsername string
 	Groups                         []string
+	// Claims are the kept claims the source stated, each as its values in
+	// text; a claim it did not state has no key.
+	Claims map[string][]string
 	// present marks the fields a source stated, even as empty: a refreshed
 	// ID token with "groups": [] removes the groups.
 	present fields
@@ -64,7 +69,33 @@ func (n Names) Read(claims map[string]any) Identity {
 	} else {
 		id.groupsOverage = groupsOverage(claims, n.Groups)
 	}
+	for _, name := range n.Keep {
+		if v, ok := claims[name]; ok {
+			if id.Claims == nil {
+				id.Claims = make(map[string][]string, len(n.Keep))
+			}
+			id.Claims[name] = claimValues(v)
+		}
+	}
 	return id
+}
+
+// claimValues is a kept claim's values in text: a string or number is
+// one, a list its members.
+func claimValues(v any) []string {
+	if list, ok := v.([]any); ok {
+		out := make([]string, 0, len(list))
+		for _, e := range list {
+			if s := claimString(e); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if s := claimString(v); s != "" {
+		return []string{s}
+	}
+	return []string{}
 }
 
 // groupsOverage reports Entra ID's group overage: a user in more than 200
@@ -100,6 +131,14 @@ func (id *Identity) Fill(other Identity) {
 		id.Groups = other.Groups
 	}
 	id.present |= take
+	for name, values := range other.Claims {
+		if _, stated := id.Claims[name]; !stated {
+			if id.Claims == nil {
+				id.Claims = map[string][]string{}
+			}
+			id.Claims[name] = values
+		}
+	}
 }
 
 // ClaimSource is a verified token or a userinfo answer.

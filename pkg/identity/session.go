@@ -224,10 +224,14 @@ func (b *Builder) userinfo(ctx context.Context, sub, accessToken string) (Identi
 
 // of is a session's identity, every field stated.
 func of(st *session.State) Identity {
-	return Identity{User: st.User, Email: st.Email, PreferredUsername: st.PreferredUsername, Groups: st.Groups, present: allFields}
+	return Identity{User: st.User, Email: st.Email, PreferredUsername: st.PreferredUsername, Groups: st.Groups, Claims: st.Claims, present: allFields}
 }
 
 // apply writes the identity into a state.
 func (id Identity) apply(st *session.State) {
 	st.User, st.Email, st.PreferredUsername, st.Groups = id.User, id.Email, id.PreferredUsername, id.Groups
+	st.Claims = nil
+	if len(id.Claims) > 0 {
+		st.Claims = id.Claims
+	}
 }

@@ -23,6 +23,9 @@ const (
 	AuthUnauthenticated = "unauthenticated"
 	AuthForbidden       = "forbidden"
 	AuthError           = "error"
+	// AuthSkipped: passed without a session (an app's skip rule or an
+	// allowed CORS preflight); no identity headers.
+	AuthSkipped = "skipped"
 
 	SigninRedirected      = "redirected"
 	SigninInvalidRedirect = "invalid_redirect"
@@ -110,9 +113,9 @@ type Metrics struct {
 	StoreOperations     *prometheus.CounterVec   // op, result
 	StoreLatency        *prometheus.HistogramVec // op
 	RefreshLockWait     prometheus.Histogram
-	KeyRefetches        *prometheus.CounterVec // result
-	SigninWarnings      *prometheus.CounterVec // warning
-	GroupsOverage       *prometheus.CounterVec // result
+	KeyRefetches        *prometheus.CounterVec     // result
+	SigninWarnings      *prometheus.CounterVec     // warning
+	GroupsOverage       *prometheus.CounterVec     // result
 	authObservers       map[[3]string]authObserver // app, endpoint, result
 
 	httpMu        sync.RWMutex
@@ -224,7 +227,7 @@ func New(reg prometheus.Registerer, version string, apps ...string) *Metrics {
 	m.authObservers = make(map[[3]string]authObserver)
 	for _, app := range append([]string{""}, apps...) {
 		for _, e := range []string{CheckNginx, CheckForwardAuth, CheckExtAuthz} {
-			for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError} {
+			for _, r := range []string{AuthAuthenticated, AuthUnauthenticated, AuthForbidden, AuthError, AuthSkipped} {
 				m.authObservers[[3]string{app, e, r}] = authObserver{m.AuthRequests.WithLabelValues(app, e, r), m.AuthRequestDuration.WithLabelValues(app, e, r)}
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -35,7 +37,9 @@ const (
 	// written before it existed lack it).
 	flagAccessLifetime     = 1 << 1
 	flagClaimsFromUserinfo = 1 << 2
-	knownFlags             = flagIDTokenApart | flagAccessLifetime | flagClaimsFromUserinfo
+	// flagClaims: the claims kept for claim rules follow the groups.
+	flagClaims = 1 << 3
+	knownFlags = flagIDTokenApart | flagAccessLifetime | flagClaimsFromUserinfo | flagClaims
 )
 
 // token kinds in the encoding
@@ -51,6 +55,7 @@ const (
 // limits that keep a hostile (even if authenticated) input from allocating much
 const (
 	maxGroups    = 4096
+	maxClaims    = 64 // claims kept for claim rules
 	maxFieldSize = 64 << 10
 	maxLifetime  = 10 * 365 * 24 * 3600 // seconds: no access token lives longer
 )
@@ -71,6 +76,9 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	}
 	if s.ClaimsFromUserinfo {
 		flags |= flagClaimsFromUserinfo
+	}
+	if len(s.Claims) > 0 {
+		flags |= flagClaims
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, unixMilliOrZero(s.CreatedAt))
@@ -95,6 +103,17 @@ func (s *State) MarshalBinary() ([]byte, error) {
 		// As text: a large state is deflated, and groups as text repeat
 		// what its tokens say, which deflate folds away.
 		b = appendString(b, g)
+	}
+	if len(s.Claims) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(s.Claims)))
+		// Sorted: the same state always encodes to the same bytes.
+		for _, name := range slices.Sorted(maps.Keys(s.Claims)) {
+			b = appendString(b, name)
+			b = binary.AppendUvarint(b, uint64(len(s.Claims[name])))
+			for _, v := range s.Claims[name] {
+				b = appendString(b, v)
+			}
+		}
 	}
 	if s.rawTokens != nil {
 		// Never decoded: write back the bytes as they came.
@@ -158,6 +177,9 @@ func (s *State) unmarshalOwned(data []byte) error {
 			s.Groups[i] = d.string()
 		}
 	}
+	if flags&flagClaims != 0 && !s.decodeClaims(&d) {
+		return errCorrupt
+	}
 	if d.err != nil {
 		return errCorrupt
 	}
@@ -169,6 +191,31 @@ func (s *State) unmarshalOwned(data []byte) error {
 	}
 	s.rawTokens = raw
 	return nil
+}
+
+// decodeClaims reads what MarshalBinary wrote of s.Claims.
+func (s *State) decodeClaims(d *decoder) bool {
+	n := d.uvarint()
+	if n == 0 || n > maxClaims || n > uint64(len(d.b)) {
+		return false
+	}
+	s.Claims = make(map[string][]string, n)
+	for range n {
+		name := d.string()
+		k := d.uvarint()
+		if k > maxGroups || k > uint64(len(d.b)) {
+			return false
+		}
+		values := make([]string, k)
+		for i := range values {
+			values[i] = d.string()
+		}
+		if _, dup := s.Claims[name]; dup || d.err != nil {
+			return false
+		}
+		s.Claims[name] = values
+	}
+	return true
 }
 
 func (s *State) sizeHint() int {

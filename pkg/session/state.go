@@ -22,6 +22,9 @@ type State struct {
 	PreferredUsername string   // preferred_username (or oidc.claims.preferredUsername)
 	Groups            []string // groups (or oidc.claims.groups)
 	SID               string   // the provider's session ID, for back-channel logout
+	// Claims are the claims kept for claim rules (apps[].authorization.claims,
+	// allowed_claims, oidc.claims.keep), each as its values in text.
+	Claims map[string][]string
 
 	// tokens are the provider's tokens; rawTokens their encoded form while
 	// nobody has asked for them. The check never needs the tokens, so Load
