@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -46,6 +47,12 @@ func TestAppsInherit(t *testing.T) {
 	cfg := mustParse(t, twoApps)
 	if cfg.HasClient() {
 		t.Error("the top level names no client, HasClient says it does")
+	}
+	summary := strings.Join(cfg.Summary(), "\n")
+	for _, want := range []string{"provider: none at the top level", "app grafana: grafana.example.com, *.grafana.example.com; client grafana at https://idp.example.com; cookie _extauth_grafana", "app wiki: wiki.example.com; client wiki at https://other-idp.example.com"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary lacks %q:\n%s", want, summary)
+		}
 	}
 	g, w := cfg.Apps[0], cfg.Apps[1]
 	if g.OIDC.IssuerURL != "https://idp.example.com" || g.OIDC.ClientID != "grafana" || g.OIDC.ClientSecret != "g-secret" ||

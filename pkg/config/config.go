@@ -287,7 +287,15 @@ func (c *Config) Summary() []string {
 		lines = append(lines, "sessions: in the cookie "+s.CookieName,
 			"redis: not used: each replica refreshes and keeps back-channel logouts on its own (fine for one replica)")
 	}
-	return append(lines, c.OIDC.refreshSummary())
+	lines = append(lines, c.OIDC.refreshSummary())
+	if len(c.Apps) > 0 && !c.HasClient() {
+		lines[0] = "provider: none at the top level: a host no app has is refused (403)"
+	}
+	for _, a := range c.Apps {
+		lines = append(lines, fmt.Sprintf("app %s: %s; client %s at %s; cookie %s", a.Name,
+			strings.Join(a.Hosts, ", "), a.OIDC.ClientID, a.OIDC.IssuerURL, a.Session.CookieName))
+	}
+	return lines
 }
 
 // refreshSummary says how sign-ins ask for a refresh token.
