@@ -49,7 +49,7 @@ type route struct {
 	write func(c *gin.Context, o *outcome)
 	// count records the request's result (for its app) in the endpoint's
 	// metric; nil: none beyond the HTTP metrics every request gets.
-	count func(rl *reqLog, seconds float64)
+	count func(app, result string, seconds float64)
 	// panicResult is counted when the endpoint panics; "": nothing.
 	panicResult string
 }
@@ -62,8 +62,8 @@ type route struct {
 func (h *handler) checkRoute(endpoint string) route {
 	return route{
 		write: writeCheck,
-		count: func(rl *reqLog, seconds float64) {
-			h.Metrics.ObserveAuth(rl.app, endpoint, rl.result, seconds)
+		count: func(app, result string, seconds float64) {
+			h.Metrics.ObserveAuth(app, endpoint, result, seconds)
 		},
 		panicResult: metrics.AuthError,
 	}
@@ -91,7 +91,7 @@ func writeCheck(c *gin.Context, o *outcome) {
 
 // pageRoute answers a browser: a redirect, or a short HTML page that
 // names the problem.
-func (h *handler) pageRoute(count func(rl *reqLog, seconds float64)) route {
+func (h *handler) pageRoute(count func(app, result string, seconds float64)) route {
 	return route{write: h.writePageOutcome, count: count}
 }
 
@@ -109,7 +109,7 @@ func (h *handler) writePageOutcome(c *gin.Context, o *outcome) {
 }
 
 // jsonRoute answers a program: an empty 200, or an OAuth-style JSON error.
-func jsonRoute(count func(rl *reqLog, seconds float64)) route {
+func jsonRoute(count func(app, result string, seconds float64)) route {
 	return route{write: writeJSON, count: count}
 }
 
@@ -128,8 +128,8 @@ func writeJSON(c *gin.Context, o *outcome) {
 }
 
 // counter adapts a counter by app and result to route.count.
-func counter(vec *prometheus.CounterVec) func(*reqLog, float64) {
-	return func(rl *reqLog, _ float64) { vec.WithLabelValues(rl.app, rl.result).Inc() }
+func counter(vec *prometheus.CounterVec) func(app, result string, seconds float64) {
+	return func(app, result string, _ float64) { vec.WithLabelValues(app, result).Inc() }
 }
 
 // endpoint serves one route; rl collects what the log line says beyond
@@ -161,7 +161,9 @@ func (h *handler) serve(rt route, ep endpoint) gin.HandlerFunc {
 			h.answer(c, &rl, rt, o)
 		}
 		if rt.count != nil && rl.result != "" {
-			rt.count(&rl, time.Since(start).Seconds())
+			// Values, not &rl: a pointer handed to a func value escapes,
+			// which would cost every check an allocation.
+			rt.count(rl.app, rl.result, time.Since(start).Seconds())
 		}
 	}
 }
@@ -232,7 +234,7 @@ func (h *handler) recoverPanic(c *gin.Context, rl *reqLog, rt route, start time.
 		rl.reason = "panic"
 		if rt.count != nil && rt.panicResult != "" {
 			rl.result = rt.panicResult
-			rt.count(rl, time.Since(start).Seconds())
+			rt.count(rl.app, rl.result, time.Since(start).Seconds())
 		}
 		c.AbortWithStatus(http.StatusInternalServerError)
 	}

@@ -139,8 +139,8 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	signOut := h.serve(page, h.signOut)
 	g.GET("/sign_out", signOut)
 	g.POST("/sign_out", signOut)
-	g.POST("/backchannel_logout", h.serve(jsonRoute(func(rl *reqLog, _ float64) {
-		m.BackchannelLogouts.WithLabelValues(rl.result).Inc()
+	g.POST("/backchannel_logout", h.serve(jsonRoute(func(_, result string, _ float64) {
+		m.BackchannelLogouts.WithLabelValues(result).Inc()
 	}), h.backchannelLogout))
 
 	r.GET("/healthz", h.serve(page, h.healthz))
