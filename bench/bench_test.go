@@ -84,15 +84,16 @@ func TestSealSession(t *testing.T) {
 func TestScrapeMetric(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte(`# HELP extauth_auth_requests_total Auth checks answered.
-extauth_auth_requests_total{endpoint="auth",result="authenticated"} 1234
-extauth_auth_requests_total{endpoint="auth",result="unauthenticated"} 5
-extauth_auth_requests_total{endpoint="forward",result="authenticated"} 99
-extauth_auth_requests_total_extra{endpoint="auth",result="authenticated"} 7
+extauth_auth_requests_total{app="",endpoint="auth",result="authenticated"} 1234
+extauth_auth_requests_total{app="",endpoint="auth",result="unauthenticated"} 5
+extauth_auth_requests_total{app="wiki",endpoint="auth",result="authenticated"} 40
+extauth_auth_requests_total{app="",endpoint="forward",result="authenticated"} 99
+extauth_auth_requests_total_extra{app="",endpoint="auth",result="authenticated"} 7
 extauth_token_refreshes_total{result="success"} 2e+02
 `))
 	}))
 	defer srv.Close()
-	got, err := scrapeMetric(context.Background(), srv.URL, `extauth_auth_requests_total{endpoint="auth"`, "result")
+	got, err := scrapeMetric(context.Background(), srv.URL, "extauth_auth_requests_total", "result", `endpoint="auth"`, `app=""`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -229,7 +229,7 @@ func (b *bench) readCounters(svc *service, ngx *nginxInstance) (counters, error)
 			}
 		}
 		if svc.metrics != "" {
-			if c.checks, err = scrapeMetric(context.Background(), "http://"+svc.metrics+"/metrics", `extauth_auth_requests_total{endpoint="auth"`, "result"); err != nil {
+			if c.checks, err = scrapeMetric(context.Background(), "http://"+svc.metrics+"/metrics", "extauth_auth_requests_total", "result", `endpoint="auth"`, `app=""`); err != nil {
 				return c, err
 			}
 		}
@@ -303,10 +303,11 @@ func expectStatus(ctx context.Context, url string, headers []string, want int) e
 	return nil
 }
 
-// scrapeMetric sums, per value of label, the samples of a Prometheus text
-// exposition whose line starts with prefix (a name, or a name and the first
-// labels).
-func scrapeMetric(ctx context.Context, url, prefix, label string) (map[string]float64, error) {
+// scrapeMetric sums, per value of label, the samples of metric name in a
+// Prometheus text exposition whose labels include every pair in match
+// (`endpoint="auth"`, ...). Labels are matched wherever they stand, so a label
+// added to the metric later (the app label did this once) does not hide it.
+func scrapeMetric(ctx context.Context, url, name, label string, match ...string) (map[string]float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
@@ -318,23 +319,42 @@ func scrapeMetric(ctx context.Context, url, prefix, label string) (map[string]fl
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, prefix) {
+		if !strings.HasPrefix(line, name) {
 			continue
 		}
-		if rest := line[len(prefix):]; rest == "" || (rest[0] != '{' && rest[0] != ' ' && rest[0] != ',' && rest[0] != '}') {
-			continue // another metric whose name starts with prefix
+		labels, value := "", ""
+		switch rest := line[len(name):]; {
+		case strings.HasPrefix(rest, "{"):
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			labels, value = rest[1:end], strings.TrimSpace(rest[end+1:])
+		case strings.HasPrefix(rest, " "):
+			value = strings.TrimSpace(rest)
+		default:
+			continue // another metric whose name starts with name
 		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
+		v, err := strconv.ParseFloat(value, 64)
 		if err != nil {
 			continue
 		}
-		key := ""
-		if j := strings.Index(line, label+`="`); j >= 0 {
-			rest := line[j+len(label)+2:]
-			key = rest[:strings.IndexByte(rest, '"')]
+		pairs := map[string]string{}
+		for _, p := range strings.Split(labels, ",") {
+			if k, val, ok := strings.Cut(p, "="); ok {
+				pairs[k+"="+val] = strings.Trim(val, `"`)
+				pairs[k] = strings.Trim(val, `"`)
+			}
 		}
-		out[key] += v
+		matched := true
+		for _, m := range match {
+			if _, ok := pairs[m]; !ok {
+				matched = false
+			}
+		}
+		if matched {
+			out[pairs[label]] += v
+		}
 	}
 	return out, sc.Err()
 }
