@@ -273,6 +273,8 @@ func (a *AppAuthorization) validate(p *problems, at string) {
 		path := fmt.Sprintf("%s.bearer[%d]", at, i)
 		if b.IssuerURL == "" {
 			p.add(path+".issuerURL", "required")
+		} else if j := slices.IndexFunc(a.Bearer[:i], func(o BearerIssuer) bool { return o.IssuerURL == b.IssuerURL }); j >= 0 {
+			p.add(path+".issuerURL", "duplicate of %s.bearer[%d]: list all its audiences there", at, j)
 		} else {
 			checkURL(p, path+".issuerURL", b.IssuerURL)
 		}

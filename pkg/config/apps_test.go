@@ -49,7 +49,7 @@ func TestAppsInherit(t *testing.T) {
 		t.Error("the top level names no client, HasClient says it does")
 	}
 	summary := strings.Join(cfg.Summary(), "\n")
-	for _, want := range []string{"provider: none at the top level", "app grafana: grafana.example.com, *.grafana.example.com; client grafana at https://idp.example.com; cookie _extauth_grafana", "app wiki: wiki.example.com; client wiki at https://other-idp.example.com"} {
+	for _, want := range []string{"provider: none at the top level", "app grafana: grafana.example.com, *.grafana.example.com; client grafana at https://idp.example.com; cookie _extauth_grafana; bearer tokens of https://token.actions.githubusercontent.com for grafana-ci", "app wiki: wiki.example.com; client wiki at https://other-idp.example.com"} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("summary lacks %q:\n%s", want, summary)
 		}
@@ -116,7 +116,7 @@ apps:
     session: {cookieName: _g, cookieSameSite: sometimes}
     authorization:
       claims: [{claim: "", values: []}]
-      bearer: [{issuerURL: "not a url", audiences: []}]
+      bearer: [{issuerURL: "not a url", audiences: []}, {issuerURL: "https://ci.example.com", audiences: [a]}, {issuerURL: "https://ci.example.com", audiences: [b]}]
       preflight: maybe
       skip: [{methods: [GET], pathPrefix: /}, {methods: [], path: /a, pathPrefix: /b}, {methods: [get], path: "/a/../b"}]
   - {name: grafana, hosts: [], oidc: {clientID: x, clientSecret: s}, session: {cookieName: _x}}
@@ -135,6 +135,7 @@ apps:
 		"apps[1].authorization.claims[0].values: required",
 		"apps[1].authorization.bearer[0].issuerURL:",
 		"apps[1].authorization.bearer[0].audiences: required",
+		"apps[1].authorization.bearer[2].issuerURL: duplicate of apps[1].authorization.bearer[1]: list all its audiences there",
 		`apps[1].authorization.preflight: "maybe" is not allow or deny`,
 		`apps[1].authorization.skip[0].pathPrefix: "/" would skip everything`,
 		"apps[1].authorization.skip[1].methods: list at least one method",

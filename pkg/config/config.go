@@ -292,8 +292,12 @@ func (c *Config) Summary() []string {
 		lines[0] = "provider: none at the top level: a host no app has is refused (403)"
 	}
 	for _, a := range c.Apps {
-		lines = append(lines, fmt.Sprintf("app %s: %s; client %s at %s; cookie %s", a.Name,
-			strings.Join(a.Hosts, ", "), a.OIDC.ClientID, a.OIDC.IssuerURL, a.Session.CookieName))
+		line := fmt.Sprintf("app %s: %s; client %s at %s; cookie %s", a.Name,
+			strings.Join(a.Hosts, ", "), a.OIDC.ClientID, a.OIDC.IssuerURL, a.Session.CookieName)
+		for _, b := range a.Authorization.Bearer {
+			line += fmt.Sprintf("; bearer tokens of %s for %s", b.IssuerURL, strings.Join(b.Audiences, ", "))
+		}
+		lines = append(lines, line)
 	}
 	return lines
 }

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/identity"
@@ -27,6 +30,9 @@ type AppDeps struct {
 	Provider *provider.Provider
 	Sessions SessionStore
 	Flows    *session.FlowStore
+	// Bearers verifies the bearer tokens of apps[].authorization.bearer;
+	// nil when the app lists none.
+	Bearers *provider.Bearers
 }
 
 // app is one protected app at run time: the top-level client (name ""),
@@ -45,6 +51,9 @@ type app struct {
 	// preflights pass (apps[].authorization.skip and .preflight).
 	skips     *policy.Skips
 	preflight bool
+	// bearer verifies an "Authorization: Bearer" JWT that stands in for a
+	// session; nil when the app accepts none.
+	bearer func(ctx context.Context, raw string) (*oidc.IDToken, error)
 	// consentLearned: the provider withheld a refresh token from a sign-in
 	// without prompt=consent; in oidc.promptConsent auto every sign-in
 	// sends it from then on.
@@ -99,6 +108,9 @@ func (h *handler) buildApps(d Deps) error {
 			Emails:       cfg.Authorization.Emails,
 			Groups:       cfg.Authorization.Groups,
 		}, d.Provider, d.Sessions, d.Flows)
+		if cfg.Authorization.BearerTokens {
+			h.top.bearer = d.Provider.VerifyBearer
+		}
 	}
 	h.byName = map[string]*app{}
 	h.byHost = map[string]*app{}
@@ -119,6 +131,14 @@ func (h *handler) buildApps(d Deps) error {
 			return fmt.Errorf("apps[%d].authorization.skip: %w", i, err)
 		}
 		a.skips, a.preflight = skips, ac.Authorization.Preflight == config.PreflightAllow
+		if b := parts.Bearers; b != nil {
+			a.bearer = func(ctx context.Context, raw string) (*oidc.IDToken, error) {
+				tok, _, err := b.Verify(ctx, raw)
+				return tok, err
+			}
+		} else if len(ac.Authorization.Bearer) > 0 {
+			return fmt.Errorf("apps[%d].authorization.bearer: no verifier built for app %q", i, ac.Name)
+		}
 		h.apps = append(h.apps, a)
 		h.byName[a.name] = a
 		for _, host := range ac.Hosts {

@@ -62,7 +62,8 @@ apps:
   - {name: docs, hosts: [docs.example.com], oidc: {issuerURL: ` + b.Issuer + `, clientID: docs, clientSecret: docs-secret}, session: {cookieName: _extauth_docs}}
 `
 	if edit != nil {
-		yaml = edit(yaml)
+		// Edits name the providers' issuers ISSUER_A and ISSUER_B.
+		yaml = strings.NewReplacer("ISSUER_A", a.Issuer, "ISSUER_B", b.Issuer).Replace(edit(yaml))
 	}
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
@@ -87,8 +88,18 @@ apps:
 		}
 		opts := session.Options{Name: ac.Session.CookieName, Domain: ac.Session.CookieDomain, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
 		bound := codec.For(ac.Name)
-		d.Apps = append(d.Apps, AppDeps{Name: ac.Name, Provider: p,
-			Sessions: session.NewStore(bound, opts, clk.Now), Flows: session.NewFlowStore(bound, opts, clk.Now)})
+		ad := AppDeps{Name: ac.Name, Provider: p,
+			Sessions: session.NewStore(bound, opts, clk.Now), Flows: session.NewFlowStore(bound, opts, clk.Now)}
+		if len(ac.Authorization.Bearer) > 0 {
+			var issuers []provider.BearerIssuer
+			for _, b := range ac.Authorization.Bearer {
+				issuers = append(issuers, provider.BearerIssuer{IssuerURL: b.IssuerURL, Audiences: b.Audiences, JWKSURL: b.JWKSURL})
+			}
+			if ad.Bearers, err = provider.NewBearers(issuers, provider.BearerOptions{Now: clk.Now, Log: log, Metrics: m}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.Apps = append(d.Apps, ad)
 	}
 	router, err := NewRouter(d)
 	if err != nil {
@@ -375,5 +386,65 @@ func TestAppsClaimRules(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "claim not allowed") {
 		t.Error("the refusal's reason is not logged")
+	}
+}
+
+// TestAppsBearerIssuers: each app accepts the bearer tokens of its own
+// issuers for its own audiences: grafana takes provider A's tokens for
+// grafana-ci, docs provider B's for docs-ci (its keys at a JWKS URL), wiki
+// none. A token of issuer A is refused by docs, whatever its audience, and
+// an accepted token still meets the app's rules (grafana's claim rules).
+func TestAppsBearerIssuers(t *testing.T) {
+	e := newAppsEnvWith(t, func(y string) string {
+		y = strings.Replace(y, "      preflight: allow\n", "      preflight: allow\n      bearer: [{issuerURL: ISSUER_A, audiences: [grafana-ci]}]\n", 1)
+		y = strings.Replace(y, "session: {cookieName: _extauth_docs}}",
+			"session: {cookieName: _extauth_docs}, authorization: {bearer: [{issuerURL: ISSUER_B, audiences: [docs-ci], jwksURL: ISSUER_B/keys}, {issuerURL: https://ci.example.com, audiences: [grafana-ci]}]}}", 1)
+		return y
+	})
+	token := func(idp *providertest.Provider, aud string, extra map[string]any) string {
+		now := e.clock.Now()
+		c := map[string]any{"iss": idp.Issuer, "sub": "ci-job-" + aud, "aud": aud, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+			"department": "platform", "level": 3}
+		for k, v := range extra {
+			c[k] = v
+		}
+		return idp.SignJWT(c)
+	}
+	bearer := func(host, tok string) *httptest.ResponseRecorder {
+		return e.do(http.MethodGet, host, "/oauth2/auth", nil, http.Header{
+			"X-Original-Url": {"https://" + host + "/api/dashboards"}, "X-Original-Method": {"GET"},
+			"Authorization": {"Bearer " + tok}})
+	}
+	for _, tc := range []struct {
+		name, host, token string
+		want              int
+		user              string
+	}{
+		{"A's token at grafana", "grafana.example.com", token(e.a, "grafana-ci", nil), http.StatusOK, "ci-job-grafana-ci"},
+		{"B's token at docs", "docs.example.com", token(e.b, "docs-ci", nil), http.StatusOK, "ci-job-docs-ci"},
+		{"A's token at docs", "docs.example.com", token(e.a, "docs-ci", nil), http.StatusUnauthorized, ""},
+		{"A's token for grafana at docs", "docs.example.com", token(e.a, "grafana-ci", nil), http.StatusUnauthorized, ""},
+		{"B's token at grafana", "grafana.example.com", token(e.b, "grafana-ci", nil), http.StatusUnauthorized, ""},
+		{"A's token for docs' audience at grafana", "grafana.example.com", token(e.a, "docs-ci", nil), http.StatusUnauthorized, ""},
+		{"A's token at wiki (no bearer issuers)", "wiki.example.com", token(e.a, "grafana-ci", nil), http.StatusUnauthorized, ""},
+		{"A's expired token at grafana", "grafana.example.com", token(e.a, "grafana-ci", map[string]any{"exp": e.clock.Now().Add(-time.Minute).Unix()}), http.StatusUnauthorized, ""},
+		{"A's token outside grafana's claim rules", "grafana.example.com", token(e.a, "grafana-ci", map[string]any{"department": "sales"}), http.StatusForbidden, ""},
+	} {
+		rec := bearer(tc.host, tc.token)
+		if rec.Code != tc.want || rec.Header().Get("X-Auth-Request-User") != tc.user {
+			t.Errorf("%s: %d user %q, want %d user %q", tc.name, rec.Code, rec.Header().Get("X-Auth-Request-User"), tc.want, tc.user)
+		}
+	}
+	for _, reason := range []string{"bearer token's issuer is not accepted", "bearer token's audience is not accepted", "bearer token expired"} {
+		if !strings.Contains(e.logs.String(), reason) {
+			t.Errorf("no log line says %q", reason)
+		}
+	}
+	if strings.Contains(e.logs.String(), token(e.a, "grafana-ci", nil)[:40]) {
+		t.Error("a bearer token is in the log")
+	}
+	if n := e.b.Calls(providertest.EndpointDiscovery); n != 1 {
+		// docs' own client discovers B once; its bearer issuer B uses the JWKS URL.
+		t.Errorf("provider B discovery calls = %d, want 1", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
+	"github.com/extauth/extauth/pkg/provider"
 	"github.com/extauth/extauth/pkg/refresh"
 	"github.com/extauth/extauth/pkg/session"
 )
@@ -102,7 +103,7 @@ func (h *handler) authorize(a *app, w http.ResponseWriter, r *http.Request, rl *
 	if refusal == nil {
 		return h.allow(a, w.Header(), rl, st, policyQuery)
 	}
-	if refusal == errNoCookie && h.Config.Authorization.BearerTokens && a.name == "" {
+	if refusal == errNoCookie && a.bearer != nil {
 		if st, reason := h.bearerSession(a, r); st != nil {
 			return h.allow(a, w.Header(), rl, st, policyQuery)
 		} else if reason != "" {
@@ -244,25 +245,38 @@ func (h *handler) allow(a *app, hdr http.Header, rl *reqLog, st *session.State, 
 	return allowed
 }
 
-// bearerSession checks Authorization: Bearer <JWT> when bearer tokens are
-// on: a token signed by the provider, with the accepted issuer, expiry and
-// audience, stands in for a session for this one check. A token that is
-// refused comes with the reason.
+// bearerSession checks Authorization: Bearer <JWT> when the app accepts
+// bearer tokens (authorization.bearerTokens for the top-level client,
+// apps[].authorization.bearer for an app): a token with an accepted
+// issuer, signature, expiry and audience stands in for a session for this
+// one check. A token that is refused comes with the reason.
 func (h *handler) bearerSession(a *app, r *http.Request) (*session.State, string) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" || strings.Count(raw, ".") != 2 {
 		return nil, ""
 	}
-	tok, err := a.provider.VerifyBearer(r.Context(), raw)
+	tok, err := a.bearer(r.Context(), raw)
 	if err != nil {
-		h.Log.Debug("bearer token rejected", "error", err)
-		return nil, "bearer token rejected"
+		h.Log.Debug("bearer token rejected", "app", a.name, "error", err)
+		return nil, bearerReason(err)
 	}
 	st, err := a.identity.Bearer(tok)
 	if err != nil {
 		return nil, "bearer token claims unreadable"
 	}
 	return st, ""
+}
+
+// bearerReason is the log reason of a refused bearer token: one of a few
+// fixed strings, never the token or what it claims.
+func bearerReason(err error) string {
+	for _, reason := range []error{provider.ErrBearerIssuerUnknown, provider.ErrBearerAudience,
+		provider.ErrBearerExpired, provider.ErrBearerIssuerUnavailable, provider.ErrBearerMalformed} {
+		if errors.Is(err, reason) {
+			return reason.Error()
+		}
+	}
+	return "bearer token rejected"
 }
 
 // identityHeaders sets the identity headers the gateway copies upstream.

@@ -410,12 +410,10 @@ func (p *Provider) VerifyBearer(ctx context.Context, raw string) (*oidc.IDToken,
 	if len(audiences) == 0 {
 		audiences = []string{p.cfg.ClientID}
 	}
-	for _, a := range tok.Audience {
-		if slices.Contains(audiences, a) {
-			return tok, nil
-		}
+	if !audienceAccepted(tok.Audience, audiences) {
+		return nil, errors.New("verify bearer token: audience not accepted")
 	}
-	return nil, errors.New("verify bearer token: audience not accepted")
+	return tok, nil
 }
 
 // VerifyLogoutToken checks a back-channel logout token's signature (the

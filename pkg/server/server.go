@@ -121,7 +121,24 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		if err != nil {
 			return nil, err
 		}
-		deps.Apps = append(deps.Apps, handlers.AppDeps{Name: a.Name, Provider: p, Sessions: sessions, Flows: flows})
+		ad := handlers.AppDeps{Name: a.Name, Provider: p, Sessions: sessions, Flows: flows}
+		if len(a.Authorization.Bearer) > 0 {
+			// The issuers are outside extauth (CI systems, the cluster): each
+			// is discovered on its first token, not at start-up, and being
+			// down refuses only its own tokens.
+			ca, err := config.ReadCA(a.OIDC.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("apps[%d].oidc.caFile: %w", i, err)
+			}
+			issuers := make([]provider.BearerIssuer, len(a.Authorization.Bearer))
+			for k, b := range a.Authorization.Bearer {
+				issuers[k] = provider.BearerIssuer{IssuerURL: b.IssuerURL, Audiences: b.Audiences, JWKSURL: b.JWKSURL}
+			}
+			if ad.Bearers, err = provider.NewBearers(issuers, provider.BearerOptions{CAPEM: ca, Now: now, Log: log, Metrics: m}); err != nil {
+				return nil, fmt.Errorf("apps[%d].authorization.bearer: %w", i, err)
+			}
+		}
+		deps.Apps = append(deps.Apps, ad)
 	}
 	router, err := handlers.NewRouter(deps)
 	if err != nil {

@@ -220,3 +220,55 @@ func TestNewReadsCA(t *testing.T) {
 		t.Errorf("New with a missing oidc.caFile: %v", err)
 	}
 }
+
+// TestServeAppBearerIssuers: server.New builds each app's bearer issuers:
+// through the real listener, a CI token (its own issuer, found by
+// discovery on the first token) passes grafana's check, and is refused at
+// wiki, which lists no issuer.
+func TestServeAppBearerIssuers(t *testing.T) {
+	idp := providertest.New(t)
+	ci := providertest.New(t)
+	cfg, err := config.Parse([]byte(`
+oidc: {issuerURL: ` + idp.Issuer + `, clientID: ` + idp.ClientID + `, clientSecret: ` + idp.ClientSecret + `}
+session: {secrets: ["MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="]}
+apps:
+  - {name: grafana, hosts: [grafana.example.com], session: {cookieName: _g}, authorization: {bearer: [{issuerURL: ` + ci.Issuer + `, audiences: [grafana-ci]}]}}
+  - {name: wiki, hosts: [wiki.example.com], session: {cookieName: _w}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	metricsLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	tok := ci.SignJWT(map[string]any{"iss": ci.Issuer, "sub": "repo:org/grafana", "aud": "grafana-ci",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+	check := func(host string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+mainLn.Addr().String()+"/oauth2/auth", nil)
+		req.Header.Set("X-Original-URL", "https://"+host+"/api/dashboards")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("X-Auth-Request-User")
+	}
+	if code, user := check("grafana.example.com"); code != http.StatusOK || user != "repo:org/grafana" {
+		t.Errorf("grafana with a CI token: %d, user %q", code, user)
+	}
+	if code, _ := check("wiki.example.com"); code != http.StatusUnauthorized {
+		t.Errorf("wiki with grafana's CI token: %d, want 401", code)
+	}
+	if n := ci.Calls(providertest.EndpointDiscovery); n != 1 {
+		t.Errorf("CI issuer discoveries = %d, want 1 (on the first token)", n)
+	}
+}
