@@ -32,8 +32,9 @@ const (
 )
 
 // browser starts Debian's chromium, headless, as root (no sandbox), with
-// the flags that stop its background networking on this closed network.
-func browser(t *testing.T) context.Context {
+// the flags that stop its background networking on this closed network,
+// and any extra options of the test (a host resolver rule, say).
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := "/usr/bin/chromium"
 	if _, err := exec.LookPath(path); err != nil {
@@ -52,6 +53,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1100, 800),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })

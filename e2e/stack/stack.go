@@ -63,6 +63,10 @@ type Options struct {
 	// parsed (scopes, extraAuthParams, claims of a provider); the result
 	// is validated again.
 	Update func(cfg *config.Config)
+	// ExtraYAML is appended to extauth's configuration file as it is
+	// (top-level keys such as apps:, which Update cannot add: an app
+	// inherits the keys it leaves out when the file is parsed).
+	ExtraYAML string
 }
 
 // ExternalProvider is an OpenID provider the caller runs.
@@ -202,8 +206,8 @@ session:
   secrets: [%q]
 %slogging:
   level: debug
-`, extauthLn.Addr(), metricsLn.Addr(), trusted, idp.Issuer, idp.ClientID, idp.ClientSecret,
-			s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret), redis)
+%s`, extauthLn.Addr(), metricsLn.Addr(), trusted, idp.Issuer, idp.ClientID, idp.ClientSecret,
+			s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret), redis, o.ExtraYAML)
 		if s.Config, err = config.Parse([]byte(yaml)); err == nil && o.Update != nil {
 			o.Update(s.Config)
 			err = s.Config.Validate()
