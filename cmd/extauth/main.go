@@ -3,7 +3,7 @@
 //
 //	extauth serve --config FILE        (the default command)
 //	extauth check-config --config FILE
-//	extauth keygen
+//	extauth keygen [--assertion]
 //	extauth version
 package main
 
@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/extauth/extauth/pkg/assertion"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/logbuf"
 	"github.com/extauth/extauth/pkg/server"
@@ -50,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check-config":
 		return checkConfig(args, stdout, stderr)
 	case "keygen":
-		return keygen(stdout, stderr)
+		return keygen(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "extauth %s (commit %s, %s)\n", version, commit, runtime.Version())
 		return 0
@@ -70,6 +71,7 @@ func usage(w io.Writer) {
   extauth check-config --config FILE
                                   validate FILE; exit 0, or print every problem and exit 1
   extauth keygen                  print a new session secret (base64, 32 bytes)
+  extauth keygen --assertion      print a new assertion signing key (PEM, EC P-256)
   extauth version                 print the version
 `)
 }
@@ -121,7 +123,26 @@ func indent(err error) string {
 	return strings.Join(lines, "\n")
 }
 
-func keygen(stdout, stderr io.Writer) int {
+func keygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	forAssertion := fs.Bool("assertion", false, "print a new assertion signing key (PKCS#8 PEM, EC P-256) instead")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "extauth keygen: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *forAssertion {
+		key, err := assertion.GenerateKey(rand.Reader)
+		if err != nil {
+			fmt.Fprintf(stderr, "extauth keygen: %v\n", err)
+			return 1
+		}
+		_, _ = stdout.Write(key)
+		return 0
+	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		fmt.Fprintf(stderr, "extauth keygen: %v\n", err)

@@ -97,6 +97,40 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
+// TestKeygenAssertion: keygen --assertion prints a PEM key that
+// check-config accepts as assertion.keyFile; a broken key file is named.
+func TestKeygenAssertion(t *testing.T) {
+	var key, other, stderr bytes.Buffer
+	if run([]string{"keygen", "--assertion"}, &key, &stderr) != 0 || run([]string{"keygen", "--assertion"}, &other, &stderr) != 0 {
+		t.Fatal(stderr.String())
+	}
+	if !strings.HasPrefix(key.String(), "-----BEGIN PRIVATE KEY-----\n") || key.String() == other.String() {
+		t.Fatalf("keygen --assertion printed %q", key.String())
+	}
+	dir := t.TempDir()
+	keyFile, broken := filepath.Join(dir, "assertion.pem"), filepath.Join(dir, "broken.pem")
+	if err := os.WriteFile(keyFile, key.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(broken, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body := validConfig + "\nassertion: {enabled: true, issuer: https://auth.example.com, keyFile: " + keyFile + "}\n"
+	var out bytes.Buffer
+	if code := run([]string{"check-config", "--config", writeConfig(t, body)}, &out, &stderr); code != 0 {
+		t.Errorf("keygen's assertion key rejected: %s", stderr.String())
+	}
+	stderr.Reset()
+	body = validConfig + "\nassertion: {enabled: true, issuer: https://auth.example.com, keyFile: " + keyFile + ", previousKeyFiles: [" + broken + "]}\n"
+	if code := run([]string{"check-config", "--config", writeConfig(t, body)}, &out, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), "assertion.previousKeyFiles[0]: "+broken+": no PEM block") {
+		t.Errorf("a broken previous key: exit %d, %s", code, stderr.String())
+	}
+	if code := run([]string{"keygen", "--nope"}, &out, &stderr); code != 2 {
+		t.Errorf("keygen --nope: exit %d", code)
+	}
+}
+
 func TestVersionAndUnknownCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if run([]string{"version"}, &out, &errOut) != 0 || !strings.HasPrefix(out.String(), "extauth ") {

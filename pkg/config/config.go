@@ -34,6 +34,9 @@ type Config struct {
 	// its own client, cookie and rules (apps.go). Default none: the
 	// top-level oidc, session and authorization are the one app.
 	Apps []App `json:"apps"`
+	// Assertion signs the identity of every allowed check as a short-lived
+	// JWT for the upstream app to verify (pkg/assertion).
+	Assertion Assertion `json:"assertion"`
 }
 
 // Server configures the listeners.
@@ -361,6 +364,28 @@ type Headers struct {
 	Authorization bool `json:"authorization"`
 }
 
+// Assertion configures the signed identity header.
+type Assertion struct {
+	// Enabled puts the header on every 200 of every check endpoint (not
+	// on skipped routes). Default false.
+	Enabled bool `json:"enabled"`
+	// Header is the header's name. Default "X-Auth-Request-Jwt".
+	Header string `json:"header"`
+	// KeyFile is the PEM signing key: PKCS#8 EC P-256 (ES256) or Ed25519
+	// (EdDSA); `extauth keygen --assertion` writes one. Every replica reads
+	// the same file. Required when enabled.
+	KeyFile string `json:"keyFile"`
+	// PreviousKeyFiles are keys no longer signing but still published in
+	// the JWKS while tokens they signed may be in use (a rotation).
+	PreviousKeyFiles []string `json:"previousKeyFiles"`
+	// Issuer is the tokens' iss, e.g. https://auth.example.com. Required
+	// when enabled.
+	Issuer string `json:"issuer"`
+	// Lifetime is how long a token is valid (exp - iat). Default 5m; 30s
+	// to 1h.
+	Lifetime Duration `json:"lifetime"`
+}
+
 // Logging configures the process logger.
 type Logging struct {
 	// Level is debug, info, warn or error. Default "info".
@@ -407,6 +432,7 @@ func Default() *Config {
 		Authorization: Authorization{EmailDomains: []string{"*"}},
 		Headers:       Headers{User: true, Email: true, PreferredUsername: true, Groups: true},
 		Logging:       Logging{Level: "info", Format: "json"},
+		Assertion:     Assertion{Header: "X-Auth-Request-Jwt", Lifetime: Duration{5 * time.Minute}},
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/extauth/extauth/pkg/assertion"
 )
 
 // Load reads the YAML file at path and parses it with Parse.
@@ -50,11 +52,30 @@ func Parse(data []byte) (*Config, error) {
 func (c *Config) readFiles(p *problems) {
 	c.OIDC.readFiles(p)
 	c.Session.readFiles(p)
+	c.Assertion.readKeys(p)
 	for i := range c.Apps {
 		var sub problems
 		c.Apps[i].OIDC.readFiles(&sub)
 		for _, err := range sub {
 			*p = append(*p, fmt.Errorf("apps[%d].%s", i, err.Error()))
+		}
+	}
+}
+
+// readKeys checks that the assertion's key files parse (server.New reads
+// them again), so that check-config names a bad one.
+func (a *Assertion) readKeys(p *problems) {
+	if !a.Enabled {
+		return
+	}
+	if a.KeyFile != "" {
+		if _, err := assertion.LoadKeyFile(a.KeyFile); err != nil {
+			p.add("assertion.keyFile", "%v", err)
+		}
+	}
+	for i, f := range a.PreviousKeyFiles {
+		if _, err := assertion.LoadKeyFile(f); err != nil {
+			p.add(fmt.Sprintf("assertion.previousKeyFiles[%d]", i), "%v", err)
 		}
 	}
 }

@@ -52,7 +52,36 @@ func (c *Config) validate(p *problems) {
 	c.Session.validate(p)
 	c.Authorization.validate(p)
 	c.validateHeaders(p)
+	c.Assertion.validate(p)
 	c.Logging.validate(p)
+}
+
+// identityHeaderNames are the headers the check sets besides the assertion.
+var identityHeaderNames = []string{"X-Auth-Request-User", "X-Auth-Request-Email",
+	"X-Auth-Request-Preferred-Username", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token",
+	"Authorization", "Set-Cookie", "Location", "Content-Type", "Content-Length"}
+
+func (a *Assertion) validate(p *problems) {
+	if !a.Enabled {
+		return
+	}
+	switch {
+	case a.Header == "":
+		p.add("assertion.header", "required")
+	case !isToken(a.Header) || len(a.Header) > 64:
+		p.add("assertion.header", "%q is not a header name", a.Header)
+	case slices.ContainsFunc(identityHeaderNames, func(n string) bool { return strings.EqualFold(n, a.Header) }):
+		p.add("assertion.header", "%q is a header extauth sets for something else", a.Header)
+	}
+	if a.KeyFile == "" {
+		p.add("assertion.keyFile", "required when assertion.enabled: a PEM EC P-256 or Ed25519 key (extauth keygen --assertion)")
+	}
+	if a.Issuer == "" {
+		p.add("assertion.issuer", "required when assertion.enabled: the tokens' iss, e.g. https://auth.example.com")
+	}
+	if d := a.Lifetime.Duration; d < 30*time.Second || d > time.Hour {
+		p.add("assertion.lifetime", "must be between 30s and 1h, got %s", d)
+	}
 }
 
 func (s *Server) validate(p *problems) {

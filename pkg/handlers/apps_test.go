@@ -76,7 +76,8 @@ apps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := Deps{Config: cfg, Logouts: logout.NewMemory(clk.Now), Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader}
+	d := Deps{Config: cfg, Logouts: logout.NewMemory(clk.Now), Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader,
+		Assertions: testAssertions(t, cfg, clk.Now)}
 	for _, ac := range cfg.Apps {
 		p, err := provider.New(provider.Config{IssuerURL: ac.OIDC.IssuerURL, ClientID: ac.OIDC.ClientID,
 			ClientSecret: ac.OIDC.ClientSecret, Scopes: ac.OIDC.Scopes, PKCE: ac.OIDC.PKCE}, clk.Now, log, m)

@@ -3,12 +3,14 @@ package handlers
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/extauth/extauth/pkg/assertion"
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
 	"github.com/extauth/extauth/pkg/policy"
@@ -42,7 +44,7 @@ func (h *handler) check(c *gin.Context, rl *reqLog) *outcome {
 	if o, ok := a.passesWithoutSession(r.Header.Get("X-Original-Method"), originalPath(r.Header.Get("X-Original-Url")), r.Header); ok {
 		return o
 	}
-	return h.authorize(a, c.Writer, r, rl, r.URL.RawQuery)
+	return h.authorize(a, c.Writer, r, rl, originalHost(r), r.URL.RawQuery)
 }
 
 // originalPath is the path of an original request URI as the client sent
@@ -97,15 +99,16 @@ func validMethod(m string) bool { return len(m) <= 32 && isToken(m) }
 
 // authorize is the check core every gateway shares: the session (or a
 // bearer token), logout records, refresh, then the policy, narrowed by the
-// allowed_* parameters in policyQuery: 200, 401 or 403.
-func (h *handler) authorize(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, policyQuery string) *outcome {
+// allowed_* parameters in policyQuery: 200, 401 or 403. host is the
+// original request's, the assertion's audience unless the app has a name.
+func (h *handler) authorize(a *app, w http.ResponseWriter, r *http.Request, rl *reqLog, host, policyQuery string) *outcome {
 	st, refusal := h.currentSession(a, w, r, rl)
 	if refusal == nil {
-		return h.allow(a, w.Header(), rl, st, policyQuery)
+		return h.allow(a, w.Header(), rl, st, host, policyQuery)
 	}
 	if refusal == errNoCookie && a.bearer != nil {
 		if st, reason := h.bearerSession(a, r); st != nil {
-			return h.allow(a, w.Header(), rl, st, policyQuery)
+			return h.allow(a, w.Header(), rl, st, host, policyQuery)
 		} else if reason != "" {
 			return unauthenticated(reason)
 		}
@@ -225,7 +228,7 @@ func (h *handler) ended(a *app, ctx context.Context, st *session.State) bool {
 }
 
 // allow applies the policy to a valid session and sets the identity headers.
-func (h *handler) allow(a *app, hdr http.Header, rl *reqLog, st *session.State, policyQuery string) *outcome {
+func (h *handler) allow(a *app, hdr http.Header, rl *reqLog, st *session.State, host, policyQuery string) *outcome {
 	rl.sub = st.Subject
 	id := policy.Identity{Email: st.Email, Groups: st.Groups, Claims: st.Claims}
 	if ok, reason := a.rules.Decide(id); !ok {
@@ -241,8 +244,33 @@ func (h *handler) allow(a *app, hdr http.Header, rl *reqLog, st *session.State, 
 			return forbidden(string(reason) + " (query)")
 		}
 	}
-	h.identityHeaders(hdr, st)
+	var signed string
+	if h.Assertions != nil {
+		var err error
+		signed, err = h.Assertions.Token(assertion.Identity{Session: st.ID, Subject: st.Subject, Email: st.Email,
+			PreferredUsername: st.PreferredUsername, Groups: st.Groups, SID: st.SID}, audience(a, host))
+		if err != nil {
+			// Only the randomness source can fail here; no 5xx on a check.
+			h.Log.Error("assertion not signed", "error", err)
+			return unauthenticated("assertion could not be signed")
+		}
+	}
+	h.identityHeaders(hdr, st, signed)
 	return allowed
+}
+
+// audience is an assertion's aud: the app's name, else the original
+// request's host without its port, in lower case.
+func audience(a *app, host string) string {
+	if a.name != "" {
+		return a.name
+	}
+	if strings.IndexByte(host, ':') >= 0 { // SplitHostPort's error for no port allocates
+		if hp, _, err := net.SplitHostPort(host); err == nil {
+			host = hp
+		}
+	}
+	return strings.ToLower(strings.TrimSuffix(host, "."))
 }
 
 // bearerSession checks Authorization: Bearer <JWT> when the app accepts
@@ -283,11 +311,12 @@ func bearerReason(err error) string {
 // Every enabled header is present, empty when the session has no value: a
 // gateway that copies only the headers an answer carries (Envoy's
 // allowed_upstream_headers, Envoy Gateway's headersToBackend) would
-// otherwise let a client's own X-Auth-Request-Groups through.
-func (h *handler) identityHeaders(hdr http.Header, st *session.State) {
+// otherwise let a client's own X-Auth-Request-Groups through. signed is
+// the assertion, set under assertion.header when it is on.
+func (h *handler) identityHeaders(hdr http.Header, st *session.State, signed string) {
 	cfg := h.Config.Headers
 	// One backing array for every header value: this runs on every check.
-	vals := make([]string, 0, 6)
+	vals := make([]string, 0, 7)
 	set := func(name, value string) {
 		vals = append(vals, value)
 		hdr[name] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -315,6 +344,9 @@ func (h *handler) identityHeaders(hdr http.Header, st *session.State) {
 			}
 			set("Authorization", at)
 		}
+	}
+	if h.Assertions != nil {
+		set(h.assertionHeader, signed)
 	}
 }
 

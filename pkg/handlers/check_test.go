@@ -324,8 +324,15 @@ func TestRequestIDFromNginx(t *testing.T) {
 
 // BenchmarkCheckOkta is the hot path: the whole Gin router answering
 // /oauth2/auth from a valid Okta-sized cookie.
-func BenchmarkCheckOkta(b *testing.B) {
-	e := newTestEnv(b, nil)
+func BenchmarkCheckOkta(b *testing.B) { benchmarkCheckOkta(b, nil) }
+
+// BenchmarkCheckOktaAssertion is the hot path with assertion.enabled: the
+// session's JWT comes from the signer's cache (one signature per session
+// and host every half lifetime).
+func BenchmarkCheckOktaAssertion(b *testing.B) { benchmarkCheckOkta(b, withAssertion(b)) }
+
+func benchmarkCheckOkta(b *testing.B, update func(*config.Config)) {
+	e := newTestEnv(b, update)
 	e.router = mustRouterWithLog(b, e)
 	ts := testenv.LoadTokenSet(b, "okta")
 	now := e.clock.Now()
@@ -370,7 +377,8 @@ func mustRouterWithLog(b *testing.B, e *testEnv) *ginEngine {
 	b.Helper()
 	e.logs = &syncBuffer{}
 	r, err := NewRouter(Deps{Config: e.cfg, Provider: e.provider, Sessions: e.sessions,
-		Logouts: e.logouts, Metrics: e.metrics, Log: discardLogger(), Now: e.clock.Now})
+		Logouts: e.logouts, Metrics: e.metrics, Log: discardLogger(), Now: e.clock.Now,
+		Assertions: testAssertions(b, e.cfg, e.clock.Now)})
 	if err != nil {
 		b.Fatal(err)
 	}

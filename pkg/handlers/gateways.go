@@ -79,7 +79,7 @@ func (h *handler) gatewayCheck(a *app, w http.ResponseWriter, r *http.Request, r
 	if o, ok := a.passesWithoutSession(orig.method, originalPath(orig.uri), r.Header); ok {
 		return o
 	}
-	o := h.authorize(a, w, r, rl, policyQuery)
+	o := h.authorize(a, w, r, rl, orig.host, policyQuery)
 	if o.status == http.StatusOK && rl.newCookie && refreshByRedirect(policyQuery) {
 		// Caddy's forward_auth drops the headers of a 2xx answer on the way
 		// to the browser: bring the new cookie there in a 307 back to the

@@ -100,7 +100,7 @@ func newTestEnv(t testing.TB, update func(*config.Config), idpOpts ...providerte
 	router, err := NewRouter(Deps{
 		Config: cfg, Provider: p, Sessions: sessions, Flows: session.NewFlowStore(codec, opts, clk.Now),
 		Logouts: logouts, Metrics: m, Log: log, Now: clk.Now, Rand: rand.Reader,
-		RefreshTimeout: testRefreshTimeout,
+		RefreshTimeout: testRefreshTimeout, Assertions: testAssertions(t, cfg, clk.Now),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/extauth/extauth/pkg/assertion"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/logout"
 	"github.com/extauth/extauth/pkg/metrics"
@@ -62,6 +63,9 @@ type Deps struct {
 	Coordinator refresh.Coordinator
 	// Redis, when used, is reported by /readyz.
 	Redis Pinger
+	// Assertions, when assertion.enabled, signs the identity of every
+	// allowed check (assertion.header) and serves the JWKS.
+	Assertions *assertion.Signer
 	// Apps are the parts of each app of config apps:; Provider, Sessions
 	// and Flows above are then the top-level client's (a nil Provider:
 	// there is none, and a request no app's host matches is refused).
@@ -86,6 +90,8 @@ type handler struct {
 	prefix    string
 	// trusted are server.trustedProxies, parsed.
 	trusted []netip.Prefix
+	// assertionHeader is assertion.header in canonical form.
+	assertionHeader string
 }
 
 // NewRouter mounts every endpoint of the main listener.
@@ -107,7 +113,8 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handler{Deps: d, redirects: v, trusted: trusted, prefix: d.Config.Server.PathPrefix}
+	h := &handler{Deps: d, redirects: v, trusted: trusted, prefix: d.Config.Server.PathPrefix,
+		assertionHeader: http.CanonicalHeaderKey(d.Config.Assertion.Header)}
 	if err := h.buildApps(d); err != nil {
 		return nil, err
 	}
@@ -143,6 +150,12 @@ func NewRouter(d Deps) (*gin.Engine, error) {
 		m.BackchannelLogouts.WithLabelValues(result).Inc()
 	}), h.backchannelLogout))
 
+	// The assertion's public keys, where JWT libraries look (the
+	// discovery convention) and under the prefix, which an ingress
+	// already routes to extauth.
+	jwks := h.serve(jsonRoute(nil), h.jwks)
+	r.GET("/.well-known/jwks.json", jwks)
+	g.GET("/jwks", jwks)
 	r.GET("/healthz", h.serve(page, h.healthz))
 	r.GET("/readyz", h.serve(page, h.readyz))
 	return r, nil

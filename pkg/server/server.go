@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/extauth/extauth/pkg/assertion"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/handlers"
 	"github.com/extauth/extauth/pkg/metrics"
@@ -61,6 +62,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	}
 	srv := &Server{cfg: cfg, log: log}
 	deps := handlers.Deps{Config: cfg, Metrics: m, Log: log, Now: now, Rand: rand.Reader}
+	if a := cfg.Assertion; a.Enabled {
+		if deps.Assertions, err = newAssertions(a, now); err != nil {
+			return nil, err
+		}
+	}
 	var tickets session.Backend
 	if cfg.Session.RedisUsed() {
 		ropts, err := redisOptions(cfg.Session.Redis)
@@ -157,6 +163,27 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	srv.main = newHTTPServer(cfg.Server.Address, router, log)
 	srv.metrics = newHTTPServer(cfg.Server.MetricsAddress, metricsMux, log)
 	return srv, nil
+}
+
+// newAssertions loads the assertion's keys and builds its signer.
+func newAssertions(a config.Assertion, now func() time.Time) (*assertion.Signer, error) {
+	current, err := assertion.LoadKeyFile(a.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("assertion.keyFile: %w", err)
+	}
+	var previous []*assertion.Key
+	for i, f := range a.PreviousKeyFiles {
+		k, err := assertion.LoadKeyFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("assertion.previousKeyFiles[%d]: %w", i, err)
+		}
+		previous = append(previous, k)
+	}
+	s, err := assertion.NewSigner(current, previous, assertion.Options{Issuer: a.Issuer, Lifetime: a.Lifetime.Duration, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("assertion: %w", err)
+	}
+	return s, nil
 }
 
 // redisOptions are redisstore's options from session.redis, with the CA
