@@ -1,6 +1,7 @@
 package charttest
 
 import (
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -24,9 +25,10 @@ func TestConfigFileLoads(t *testing.T) {
 		vals          map[string]any
 		clientSecret  string // what config.Load must end up with
 		sessionKeys   int
-		store         string // session.store
-		redisPassword string // session.redis.password, read from its file
-		sentinelPass  string // session.redis.sentinel.password, likewise
+		store         string            // session.store
+		redisPassword string            // session.redis.password, read from its file
+		sentinelPass  string            // session.redis.sentinel.password, likewise
+		apps          map[string]string // each app's client secret, by name
 	}{
 		{name: "defaults", vals: minimal(t), sessionKeys: 1, store: "cookie"},
 		{name: "all-on", vals: allOn(t), clientSecret: "s3cr3t-client", sessionKeys: 2, store: "redis",
@@ -44,6 +46,16 @@ func TestConfigFileLoads(t *testing.T) {
 			"redis.tls.caSecret", "redis-ca", "redis.existingSecret", "mine", "redis.sentinel.masterName", "mymaster",
 			"redis.sentinel.addresses", []any{"sentinel:26379"}, "redis.sentinel.existingSecretPasswordKey", "sentinel-password"),
 			clientSecret: "from-existing", sessionKeys: 1, store: "cookie", redisPassword: "from-existing-redis", sentinelPass: "from-existing-sentinel"},
+		{name: "apps", vals: apps(t), sessionKeys: 1, store: "cookie",
+			apps: map[string]string{"grafana": "gr4fana-s3cr3t", "argocd": "from-argocd-oidc", "wiki": "", "public": ""}},
+		{name: "apps inherit the client secret", vals: apps(t, "secrets.clientSecret", "s3cr3t-top"), clientSecret: "s3cr3t-top", sessionKeys: 1, store: "cookie",
+			apps: map[string]string{"grafana": "gr4fana-s3cr3t", "argocd": "from-argocd-oidc", "wiki": "s3cr3t-top", "public": ""}},
+		{name: "apps with existingSecret", vals: withApp(t, apps(t, "existingSecret", "mine"), "grafana",
+			"oidc", map[string]any{"clientID": "grafana", "existingSecret": "mine", "existingSecretKey": "grafana-client-secret"}),
+			clientSecret: "from-existing", sessionKeys: 1, store: "cookie",
+			apps: map[string]string{"grafana": "from-mine-grafana", "argocd": "from-argocd-oidc", "wiki": "from-existing", "public": ""}},
+		{name: "apps without a top-level client", vals: apps(t, "config.oidc.clientID", ""), sessionKeys: 1, store: "cookie",
+			apps: map[string]string{"grafana": "gr4fana-s3cr3t", "argocd": "from-argocd-oidc", "wiki": "", "public": ""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := render(t, tc.vals)
@@ -57,7 +69,7 @@ func TestConfigFileLoads(t *testing.T) {
 
 			// No value of the chart's Secret, nor a password the values
 			// give, is in the ConfigMap.
-			leaks := []string{"s3cr3t", "MDEyMzQ1Njc4", "r3dis-pass", "s3ntinel-pass", "ignored"}
+			leaks := []string{"s3cr3t", "MDEyMzQ1Njc4", "r3dis-pass", "s3ntinel-pass", "ignored", "gr4fana"}
 			if o.Secret != nil {
 				for _, v := range o.Secret.Data {
 					leaks = append(leaks, strings.TrimSpace(string(v)))
@@ -85,6 +97,13 @@ func TestConfigFileLoads(t *testing.T) {
 			r := cfg.Session.Redis
 			if r.Password != tc.redisPassword || r.Sentinel.Password != tc.sentinelPass {
 				t.Errorf("redis password %q, sentinel password %q; want %q, %q", r.Password, r.Sentinel.Password, tc.redisPassword, tc.sentinelPass)
+			}
+			got := map[string]string{}
+			for _, a := range cfg.Apps {
+				got[a.Name] = a.OIDC.ClientSecret
+			}
+			if !maps.Equal(got, tc.apps) {
+				t.Errorf("apps' client secrets %q, want %q", got, tc.apps)
 			}
 		})
 	}
@@ -115,6 +134,12 @@ type configDoc struct {
 	OIDC struct {
 		ClientSecretFile string `json:"clientSecretFile"`
 	} `json:"oidc"`
+	// Apps' oidc as rendered: every key, so that a test sees what the
+	// chart removed.
+	Apps []struct {
+		Name string         `json:"name"`
+		OIDC map[string]any `json:"oidc"`
+	} `json:"apps"`
 	Session struct {
 		SecretsFile string `json:"secretsFile"`
 		Store       string `json:"store"`
@@ -151,6 +176,12 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 	if r := doc.Session.Redis; r != nil {
 		redisFiles = []string{r.PasswordFile, r.Sentinel.PasswordFile}
 	}
+	appFiles := map[string]string{} // app name → its oidc.clientSecretFile
+	for _, a := range doc.Apps {
+		if f, _ := a.OIDC["clientSecretFile"].(string); f != "" {
+			appFiles[a.Name] = f
+		}
+	}
 	pod := o.Deployment.Spec.Template.Spec
 	c := o.container(t)
 	mountOf := map[string]corev1.VolumeMount{}
@@ -182,7 +213,11 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 				if v.Secret.SecretName != o.Secret.Name {
 					t.Errorf("secret volume mounts %s, the chart's Secret is %s", v.Secret.SecretName, o.Secret.Name)
 				}
-				for _, f := range append([]string{doc.OIDC.ClientSecretFile, doc.Session.SecretsFile}, redisFiles...) {
+				files := append([]string{doc.OIDC.ClientSecretFile, doc.Session.SecretsFile}, redisFiles...)
+				for _, f := range appFiles {
+					files = append(files, f)
+				}
+				for _, f := range files {
 					if path.Dir(f) == m.MountPath && len(o.Secret.Data[path.Base(f)]) == 0 {
 						t.Errorf("the config names %s; the Secret has no key %s", f, path.Base(f))
 					}
@@ -196,6 +231,11 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 			if r := doc.Session.Redis; r == nil || r.TLS.CAFile != path.Join(m.MountPath, "ca.crt") {
 				t.Errorf("session.redis %+v, redis.tls.caSecret mounted at %s", r, m.MountPath)
 			}
+		case v.Secret != nil && strings.HasPrefix(v.Name, "app-") && strings.HasSuffix(v.Name, "-secret"):
+			app := strings.TrimSuffix(strings.TrimPrefix(v.Name, "app-"), "-secret")
+			if f := appFiles[app]; f != path.Join(m.MountPath, "client-secret") || len(v.Secret.Items) != 1 {
+				t.Errorf("apps[%s].oidc.clientSecretFile %q, its existingSecret mounted at %s with items %+v", app, f, m.MountPath, v.Secret.Items)
+			}
 		default:
 			t.Errorf("unexpected volume %+v", v)
 		}
@@ -208,14 +248,16 @@ func existingSecrets(t *testing.T) map[string]map[string][]byte {
 	t.Helper()
 	return map[string]map[string][]byte{
 		"mine": {
-			"client-secret":     []byte("from-existing\n"),
-			"session-secrets":   []byte("# rotated 2026-01\nMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"),
-			"redis-password":    []byte("from-existing-redis\n"),
-			"sentinel-password": []byte("from-existing-sentinel"),
+			"client-secret":         []byte("from-existing\n"),
+			"session-secrets":       []byte("# rotated 2026-01\nMDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"),
+			"redis-password":        []byte("from-existing-redis\n"),
+			"sentinel-password":     []byte("from-existing-sentinel"),
+			"grafana-client-secret": []byte("from-mine-grafana\n"),
 		},
 		"my-secret":   {"client-secret": []byte("x"), "session-secrets": []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")},
 		"redis-creds": {"password": []byte("from-redis-creds\n"), "redis-password": []byte("default-key")},
 		"redis-ca":    {"ca.crt": testenv.SelfSignedCAPEM(t, "test redis CA"), "tls.crt": []byte("not read")},
+		"argocd-oidc": {"client_secret": []byte("from-argocd-oidc\n"), "client-secret": []byte("default-key")},
 	}
 }
 
@@ -288,6 +330,12 @@ func loadWithSecrets(t *testing.T, file string, files map[string][]byte) *config
 			switch v := v.(type) {
 			case map[string]any:
 				rebase(v)
+			case []any: // apps
+				for _, item := range v {
+					if item, ok := item.(map[string]any); ok {
+						rebase(item)
+					}
+				}
 			case string:
 				if strings.HasSuffix(k, "File") && v != "" {
 					m[k] = filepath.Join(root, filepath.FromSlash(v))

@@ -15,7 +15,7 @@ import (
 // TestLint runs `helm lint` (the SDK's lint package) with the required values
 // and with every option on: no errors and no warnings.
 func TestLint(t *testing.T) {
-	for name, vals := range map[string]map[string]any{"minimal": minimal(t), "all-on": allOn(t)} {
+	for name, vals := range map[string]map[string]any{"minimal": minimal(t), "all-on": allOn(t), "apps": apps(t)} {
 		t.Run(name, func(t *testing.T) {
 			res := lint.AllWithKubeVersion(ChartDir, vals, Namespace, kubeVersion)
 			for _, m := range res.Messages {
@@ -68,6 +68,14 @@ func TestSchema(t *testing.T) {
 		{"sentinel addresses not a list", minimal(t, "redis.sentinel.addresses", "s:26379"), "addresses"},
 		{"empty key prefix", minimal(t, "redis.keyPrefix", ""), "keyPrefix"},
 		{"redisTo not a list", minimal(t, "networkPolicy.egress.redisTo", map[string]any{}), "redisTo"},
+		{"apps not a list", minimal(t, "config.apps", map[string]any{"grafana": map[string]any{}}), "apps"},
+		{"app name", withApp(t, apps(t), "grafana", "name", "Grafana"), "name"},
+		{"app name too long", withApp(t, apps(t), "grafana", "name", strings.Repeat("g", 33)), "name"},
+		{"unknown app key", withApp(t, apps(t), "grafana", "host", "grafana.example.com"), "host"},
+		{"app without hosts", minimal(t, "config.apps", []any{map[string]any{"name": "wiki"}}), "hosts"},
+		{"app hosts not a list", withApp(t, apps(t), "wiki", "hosts", "wiki.example.com"), "hosts"},
+		{"app existingSecret not a string", withApp(t, apps(t), "argocd", "oidc.existingSecret", true), "existingSecret"},
+		{"app oidc not an object", withApp(t, apps(t), "wiki", "oidc", "wiki"), "oidc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Render(ChartDir, tc.vals)

@@ -127,6 +127,63 @@ Sentinels and, for the master they name, of redis.address (6379 without it).
 {{- $ports | uniq | join "," }}
 {{- end }}
 
+{{/*
+Where an app's oidc.existingSecret is mounted: /etc/extauth/apps/NAME, a
+volume per app, so that each Secret's key becomes the file client-secret.
+*/}}
+{{- define "extauth.appsSecretDir" -}}/etc/extauth/apps{{- end }}
+
+{{/*
+The client secrets of config.apps, as a JSON list (include … | fromJsonArray),
+one entry per app that has one of its own:
+  {name, file, key, value}                   oidc.clientSecret: into the chart's
+                                             Secret as key ("app-NAME-client-secret")
+  {name, file, volume, secretName, secretKey} oidc.existingSecret: the user's
+                                             Secret, its key mounted as file
+The config file, the Secret, the pod's volumes and its checksum all come
+from this one list, so that they cannot disagree. Values that cannot work
+fail here, naming the app.
+*/}}
+{{- define "extauth.appSecrets" -}}
+{{- $out := list }}
+{{- $seen := dict }}
+{{- range $i, $app := dig "apps" list (.Values.config | default dict) }}
+{{- $name := toString (get ($app | default dict) "name") }}
+{{- /* The name becomes a Secret key, a volume and a directory. */}}
+{{- if not (regexMatch "^[a-z0-9-]{1,32}$" $name) }}
+{{- fail (printf "config.apps[%d].name: %q must be 1 to 32 of a-z, 0-9 and -" $i $name) }}
+{{- end }}
+{{- if hasKey $seen $name }}
+{{- fail (printf "config.apps[%d].name: %q is also config.apps[%d]'s name" $i $name (get $seen $name)) }}
+{{- end }}
+{{- $_ := set $seen $name $i }}
+{{- $at := printf "config.apps[%s].oidc" $name }}
+{{- $oidc := get $app "oidc" | default dict }}
+{{- if $oidc.clientSecretFile }}
+{{- fail (printf "%s.clientSecretFile: give the app's client secret as %s.clientSecret or in a Secret of yours named by %s.existingSecret; the chart mounts it and sets %s.clientSecretFile" $at $at $at $at) }}
+{{- end }}
+{{- $inline := toString ($oidc.clientSecret | default "") }}
+{{- if and $oidc.existingSecretKey (not $oidc.existingSecret) }}
+{{- fail (printf "%s.existingSecretKey: set %s.existingSecret too, the Secret that holds the key" $at $at) }}
+{{- end }}
+{{- if $oidc.existingSecret }}
+{{- if $inline }}
+{{- fail (printf "%s: clientSecret and existingSecret are both set; give one" $at) }}
+{{- end }}
+{{- $dir := printf "%s/%s" (include "extauth.appsSecretDir" $) $name }}
+{{- $out = append $out (dict "name" $name "file" (printf "%s/client-secret" $dir) "volume" (printf "app-%s-secret" $name)
+    "secretName" (toString $oidc.existingSecret) "secretKey" (toString ($oidc.existingSecretKey | default "client-secret"))) }}
+{{- else if $inline }}
+{{- if $.Values.existingSecret }}
+{{- fail (printf "%s.clientSecret: with existingSecret the chart creates no Secret to hold it; put it in your Secret (any key) and name both in %s.existingSecret and %s.existingSecretKey" $at $at $at) }}
+{{- end }}
+{{- $key := printf "app-%s-client-secret" $name }}
+{{- $out = append $out (dict "name" $name "file" (printf "%s/%s" (include "extauth.secretsDir" $) $key) "key" $key "value" $inline) }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
 {{/* The Secret the pods mount: the user's, or the chart's. */}}
 {{- define "extauth.secretName" -}}
 {{- default (include "extauth.fullname" .) .Values.existingSecret }}
@@ -159,11 +216,27 @@ file keys point at them.
 {{- end }}
 {{- $_ := set $cfg "server" $server }}
 {{- $oidc := get $cfg "oidc" | default dict }}
+{{- $apps := get $cfg "apps" | default list }}
+{{- /*
+With apps, the top-level oidc may be only what they share: no client ID
+(a host no app has is then refused), or no issuer when each app has its own.
+*/}}
+{{- if not $apps }}
 {{- if not $oidc.issuerURL }}
 {{- fail "config.oidc.issuerURL is required: the provider's issuer URL" }}
 {{- end }}
 {{- if not $oidc.clientID }}
 {{- fail "config.oidc.clientID is required: this client's ID at the provider" }}
+{{- end }}
+{{- end }}
+{{- range $apps }}
+{{- $appOIDC := get (. | default dict) "oidc" | default dict }}
+{{- if not (or $oidc.issuerURL $appOIDC.issuerURL) }}
+{{- fail (printf "config.apps[%s].oidc.issuerURL is required: its provider's issuer URL (or config.oidc.issuerURL, which every app inherits)" (toString .name)) }}
+{{- end }}
+{{- if not (or $oidc.clientID $appOIDC.clientID) }}
+{{- fail (printf "config.apps[%s].oidc.clientID is required: the app's client ID at the provider" (toString .name)) }}
+{{- end }}
 {{- end }}
 {{- if or $oidc.clientSecret $oidc.clientSecretFile }}
 {{- fail "config.oidc.clientSecret/clientSecretFile: give the client secret as secrets.clientSecret or in existingSecret; the chart mounts it and sets oidc.clientSecretFile" }}
@@ -175,6 +248,30 @@ file keys point at them.
 {{- $_ := unset $oidc "clientSecretFile" }}
 {{- end }}
 {{- $_ := set $cfg "oidc" $oidc }}
+{{- /*
+Each app's own client secret becomes a file key, as the top level's does;
+existingSecret/existingSecretKey are the chart's, not extauth's, keys. An
+app without one inherits the top level's clientSecretFile (extauth's
+inheritance); `clientSecret: ""` stays, and makes the app a public client
+that does not inherit it.
+*/}}
+{{- $files := dict }}
+{{- range include "extauth.appSecrets" . | fromJsonArray }}
+{{- $_ := set $files .name .file }}
+{{- end }}
+{{- range $apps }}
+{{- $appOIDC := get . "oidc" | default dict }}
+{{- $_ := unset $appOIDC "existingSecret" }}
+{{- $_ := unset $appOIDC "existingSecretKey" }}
+{{- $_ := unset $appOIDC "clientSecretFile" }}
+{{- with get $files (toString .name) }}
+{{- $_ := unset $appOIDC "clientSecret" }}
+{{- $_ := set $appOIDC "clientSecretFile" . }}
+{{- end }}
+{{- if $appOIDC }}
+{{- $_ := set . "oidc" $appOIDC }}
+{{- end }}
+{{- end }}
 {{- $session := get $cfg "session" | default dict }}
 {{- if or $session.secrets $session.secretsFile }}
 {{- fail "config.session.secrets/secretsFile: give session secrets as secrets.sessionSecrets or in existingSecret; the chart mounts them and sets session.secretsFile" }}
