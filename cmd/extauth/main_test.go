@@ -117,8 +117,9 @@ func TestKeygenAssertion(t *testing.T) {
 	}
 	body := validConfig + "\nassertion: {enabled: true, issuer: https://auth.example.com, keyFile: " + keyFile + "}\n"
 	var out bytes.Buffer
-	if code := run([]string{"check-config", "--config", writeConfig(t, body)}, &out, &stderr); code != 0 {
-		t.Errorf("keygen's assertion key rejected: %s", stderr.String())
+	if code := run([]string{"check-config", "--config", writeConfig(t, body)}, &out, &stderr); code != 0 ||
+		!strings.Contains(out.String(), "assertion: X-Auth-Request-Jwt on every allowed check, iss https://auth.example.com, lifetime 5m0s") {
+		t.Errorf("keygen's assertion key rejected: %s %s", stderr.String(), out.String())
 	}
 	stderr.Reset()
 	body = validConfig + "\nassertion: {enabled: true, issuer: https://auth.example.com, keyFile: " + keyFile + ", previousKeyFiles: [" + broken + "]}\n"

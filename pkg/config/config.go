@@ -294,6 +294,10 @@ func (c *Config) Summary() []string {
 	if len(c.Apps) > 0 && !c.HasClient() {
 		lines[0] = "provider: none at the top level: a host no app has is refused (403)"
 	}
+	if a := c.Assertion; a.Enabled {
+		lines = append(lines, fmt.Sprintf("assertion: %s on every allowed check, iss %s, lifetime %s, signed with %s (%d previous keys published); JWKS at /.well-known/jwks.json",
+			a.Header, a.Issuer, a.Lifetime.Duration, a.KeyFile, len(a.PreviousKeyFiles)))
+	}
 	for _, a := range c.Apps {
 		line := fmt.Sprintf("app %s: %s; client %s at %s; cookie %s", a.Name,
 			strings.Join(a.Hosts, ", "), a.OIDC.ClientID, a.OIDC.IssuerURL, a.Session.CookieName)
