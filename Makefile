@@ -77,7 +77,7 @@ run: build
 
 ## bench: the check's Go benchmarks (target: ≤ 20 µs/op and ≤ 40 allocs/op)
 bench:
-	go test -run '^$$' -bench . -benchmem -count 3 ./pkg/handlers ./pkg/session
+	go test -run '^$$' -bench . -benchmem -count 3 ./pkg/handlers ./pkg/session ./pkg/assertion
 
 ## bench-test: the load benchmark's own tests (every case for a second, the refresh
 ## storm of 200 sessions × 20 checks); bench/ is its own Go module
