@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/extauth/extauth/internal/testenv"
+	"github.com/extauth/extauth/pkg/assertion"
 	"github.com/extauth/extauth/pkg/config"
 )
 
@@ -29,10 +30,11 @@ func TestConfigFileLoads(t *testing.T) {
 		redisPassword string            // session.redis.password, read from its file
 		sentinelPass  string            // session.redis.sentinel.password, likewise
 		apps          map[string]string // each app's client secret, by name
+		assertionKeys int               // the key files assertion.* names, current and previous
 	}{
 		{name: "defaults", vals: minimal(t), sessionKeys: 1, store: "cookie"},
 		{name: "all-on", vals: allOn(t), clientSecret: "s3cr3t-client", sessionKeys: 2, store: "redis",
-			redisPassword: "r3dis-pass", sentinelPass: "s3ntinel-pass"},
+			redisPassword: "r3dis-pass", sentinelPass: "s3ntinel-pass", assertionKeys: 2},
 		{name: "existing secret", vals: minimal(t, "existingSecret", "mine"), clientSecret: "from-existing", sessionKeys: 1, store: "cookie"},
 		{name: "redis", vals: minimal(t, "redis.enabled", true, "redis.address", "redis:6379", "redis.password", "r3dis-pass"),
 			sessionKeys: 1, store: "cookie", redisPassword: "r3dis-pass"},
@@ -56,6 +58,12 @@ func TestConfigFileLoads(t *testing.T) {
 			apps: map[string]string{"grafana": "from-mine-grafana", "argocd": "from-argocd-oidc", "wiki": "from-existing", "public": ""}},
 		{name: "apps without a top-level client", vals: apps(t, "config.oidc.clientID", ""), sessionKeys: 1, store: "cookie",
 			apps: map[string]string{"grafana": "gr4fana-s3cr3t", "argocd": "from-argocd-oidc", "wiki": "", "public": ""}},
+		{name: "assertion", vals: withAssertion(t, assertionKey(t), []string{assertionKey(t), assertionKey(t)}),
+			sessionKeys: 1, store: "cookie", assertionKeys: 3},
+		{name: "assertion with existingSecret", vals: minimal(t, "existingSecret", "mine", "existingSecretAssertionPreviousKeyCount", 1,
+			"config.assertion", map[string]any{"enabled": true, "issuer": "https://auth.example.com"}),
+			clientSecret: "from-existing", sessionKeys: 1, store: "cookie", assertionKeys: 2},
+		{name: "assertion off, a key given", vals: minimal(t, "secrets.assertionKey", assertionKey(t)), sessionKeys: 1, store: "cookie"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := render(t, tc.vals)
@@ -69,7 +77,7 @@ func TestConfigFileLoads(t *testing.T) {
 
 			// No value of the chart's Secret, nor a password the values
 			// give, is in the ConfigMap.
-			leaks := []string{"s3cr3t", "MDEyMzQ1Njc4", "r3dis-pass", "s3ntinel-pass", "ignored", "gr4fana"}
+			leaks := []string{"s3cr3t", "MDEyMzQ1Njc4", "r3dis-pass", "s3ntinel-pass", "ignored", "gr4fana", "PRIVATE KEY"}
 			if o.Secret != nil {
 				for _, v := range o.Secret.Data {
 					leaks = append(leaks, strings.TrimSpace(string(v)))
@@ -105,6 +113,16 @@ func TestConfigFileLoads(t *testing.T) {
 			if !maps.Equal(got, tc.apps) {
 				t.Errorf("apps' client secrets %q, want %q", got, tc.apps)
 			}
+			a := cfg.Assertion
+			keyFiles := slices.DeleteFunc(append([]string{a.KeyFile}, a.PreviousKeyFiles...), func(f string) bool { return f == "" })
+			if len(keyFiles) != tc.assertionKeys || a.Enabled != (tc.assertionKeys > 0) {
+				t.Errorf("assertion enabled %v with key files %q, want %d", a.Enabled, keyFiles, tc.assertionKeys)
+			}
+			for _, f := range keyFiles {
+				if _, err := assertion.LoadKeyFile(f); err != nil {
+					t.Errorf("assertion key: %v", err)
+				}
+			}
 		})
 	}
 }
@@ -134,6 +152,10 @@ type configDoc struct {
 	OIDC struct {
 		ClientSecretFile string `json:"clientSecretFile"`
 	} `json:"oidc"`
+	Assertion struct {
+		KeyFile          string   `json:"keyFile"`
+		PreviousKeyFiles []string `json:"previousKeyFiles"`
+	} `json:"assertion"`
 	// Apps' oidc as rendered: every key, so that a test sees what the
 	// chart removed.
 	Apps []struct {
@@ -209,11 +231,17 @@ func checkMounts(t *testing.T, o *objects, cm *corev1.ConfigMap) {
 			if f := doc.OIDC.ClientSecretFile; f != "" && f != path.Join(m.MountPath, "client-secret") {
 				t.Errorf("oidc.clientSecretFile %q, mounted at %s", f, m.MountPath)
 			}
+			for _, f := range append([]string{doc.Assertion.KeyFile}, doc.Assertion.PreviousKeyFiles...) {
+				if f != "" && path.Dir(f) != m.MountPath {
+					t.Errorf("assertion key file %q, not under the Secret's mount %s", f, m.MountPath)
+				}
+			}
 			if o.Secret != nil {
 				if v.Secret.SecretName != o.Secret.Name {
 					t.Errorf("secret volume mounts %s, the chart's Secret is %s", v.Secret.SecretName, o.Secret.Name)
 				}
-				files := append([]string{doc.OIDC.ClientSecretFile, doc.Session.SecretsFile}, redisFiles...)
+				files := append([]string{doc.OIDC.ClientSecretFile, doc.Session.SecretsFile, doc.Assertion.KeyFile}, redisFiles...)
+				files = append(files, doc.Assertion.PreviousKeyFiles...)
 				for _, f := range appFiles {
 					files = append(files, f)
 				}
@@ -253,6 +281,9 @@ func existingSecrets(t *testing.T) map[string]map[string][]byte {
 			"redis-password":        []byte("from-existing-redis\n"),
 			"sentinel-password":     []byte("from-existing-sentinel"),
 			"grafana-client-secret": []byte("from-mine-grafana\n"),
+			// Real keys: extauth parses them.
+			"assertion-key":            []byte(assertionKey(t)),
+			"assertion-previous-key-0": []byte(assertionKey(t)),
 		},
 		"my-secret":   {"client-secret": []byte("x"), "session-secrets": []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")},
 		"redis-creds": {"password": []byte("from-redis-creds\n"), "redis-password": []byte("default-key")},
@@ -330,10 +361,15 @@ func loadWithSecrets(t *testing.T, file string, files map[string][]byte) *config
 			switch v := v.(type) {
 			case map[string]any:
 				rebase(v)
-			case []any: // apps
-				for _, item := range v {
-					if item, ok := item.(map[string]any); ok {
+			case []any: // apps, and lists of files (assertion.previousKeyFiles)
+				for i, item := range v {
+					switch item := item.(type) {
+					case map[string]any:
 						rebase(item)
+					case string:
+						if strings.HasSuffix(k, "Files") && item != "" {
+							v[i] = filepath.Join(root, filepath.FromSlash(item))
+						}
 					}
 				}
 			case string:

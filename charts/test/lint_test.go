@@ -15,7 +15,8 @@ import (
 // TestLint runs `helm lint` (the SDK's lint package) with the required values
 // and with every option on: no errors and no warnings.
 func TestLint(t *testing.T) {
-	for name, vals := range map[string]map[string]any{"minimal": minimal(t), "all-on": allOn(t), "apps": apps(t)} {
+	for name, vals := range map[string]map[string]any{"minimal": minimal(t), "all-on": allOn(t), "apps": apps(t),
+		"assertion": withAssertion(t, assertionKey(t), []string{assertionKey(t)})} {
 		t.Run(name, func(t *testing.T) {
 			res := lint.AllWithKubeVersion(ChartDir, vals, Namespace, kubeVersion)
 			for _, m := range res.Messages {
@@ -76,6 +77,19 @@ func TestSchema(t *testing.T) {
 		{"app hosts not a list", withApp(t, apps(t), "wiki", "hosts", "wiki.example.com"), "hosts"},
 		{"app existingSecret not a string", withApp(t, apps(t), "argocd", "oidc.existingSecret", true), "existingSecret"},
 		{"app oidc not an object", withApp(t, apps(t), "wiki", "oidc", "wiki"), "oidc"},
+		{"assertion not an object", minimal(t, "config.assertion", true), "assertion"},
+		{"assertion enabled string", minimal(t, "config.assertion.enabled", "true"), "enabled"},
+		{"assertion lifetime number", minimal(t, "config.assertion.lifetime", 300), "lifetime"},
+		{"assertion lifetime without unit", minimal(t, "config.assertion.lifetime", "300"), "lifetime"},
+		{"assertion header with a space", minimal(t, "config.assertion.header", "X Auth Jwt"), "header"},
+		{"assertion issuer not a string", minimal(t, "config.assertion.issuer", 1), "issuer"},
+		{"unknown assertion key", minimal(t, "config.assertion.keyfile", "/x"), "keyfile"},
+		{"previousKeyFiles not a list", minimal(t, "config.assertion.previousKeyFiles", "/x"), "previousKeyFiles"},
+		{"assertionKey not a string", minimal(t, "secrets.assertionKey", []any{"pem"}), "assertionKey"},
+		{"assertionPreviousKeys not a list", minimal(t, "secrets.assertionPreviousKeys", "pem"), "assertionPreviousKeys"},
+		{"empty previous key", minimal(t, "secrets.assertionPreviousKeys", []any{""}), "assertionPreviousKeys"},
+		{"previous key count string", minimal(t, "existingSecretAssertionPreviousKeyCount", "1"), "existingSecretAssertionPreviousKeyCount"},
+		{"previous key count negative", minimal(t, "existingSecretAssertionPreviousKeyCount", -1), "existingSecretAssertionPreviousKeyCount"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Render(ChartDir, tc.vals)

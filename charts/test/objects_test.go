@@ -3,6 +3,7 @@ package charttest
 import (
 	"maps"
 	"strings"
+	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -12,6 +13,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/extauth/extauth/pkg/assertion"
 )
 
 // objects are the chart's rendered objects, each decoded strictly into its
@@ -248,10 +251,30 @@ func minimal(t *testing.T, overrides ...any) map[string]any {
 	return values(t, []string{"minimal.yaml"}, overrides...)
 }
 
+// allOn: all-on.yaml, with the assertion's keys (all-on.yaml turns it on;
+// extauth parses the keys, so they are real ones, made once per run rather
+// than committed), then overrides.
 func allOn(t *testing.T, overrides ...any) map[string]any {
 	t.Helper()
-	return values(t, []string{"all-on.yaml"}, overrides...)
+	keys, err := allOnAssertionKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return values(t, []string{"all-on.yaml"},
+		append([]any{"secrets.assertionKey", keys[0], "secrets.assertionPreviousKeys", []any{keys[1]}}, overrides...)...)
 }
+
+var allOnAssertionKeys = sync.OnceValues(func() ([]string, error) {
+	var keys []string
+	for range 2 {
+		k, err := assertion.GenerateKey(nil)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, string(k))
+	}
+	return keys, nil
+})
 
 // container is the Deployment's one container.
 func (o *objects) container(t *testing.T) corev1.Container {

@@ -184,6 +184,64 @@ fail here, naming the app.
 {{- toJson $out }}
 {{- end }}
 
+{{/*
+The assertion's signing keys (config.assertion), as a JSON list (include …
+| fromJsonArray): the current key first, then the previous ones, each
+  {name, key, file, value}   name: the value it came from; key: its key in
+                             the Secret the pods mount at secretsDir
+                             (assertion-key, assertion-previous-key-N);
+                             value: the PEM, only for the chart's Secret
+Empty unless config.assertion.enabled: while it is off the keys are
+ignored, as redis.password is while Redis is. The config file, the
+Secret, its checksum and NOTES all come from this one list. The chart never
+generates a key: every replica and every render must sign with the same
+one, and a key generated under `helm template` would change on each render
+and invalidate every token in flight.
+*/}}
+{{- define "extauth.assertionKeys" -}}
+{{- $out := list }}
+{{- $a := get (.Values.config | default dict) "assertion" | default dict }}
+{{- if $a.enabled }}
+{{- $dir := include "extauth.secretsDir" . }}
+{{- $s := .Values.secrets | default dict }}
+{{- $inline := prepend ($s.assertionPreviousKeys | default list) ($s.assertionKey | default "") }}
+{{- $count := int (.Values.existingSecretAssertionPreviousKeyCount | default 0) }}
+{{- if .Values.existingSecret }}
+{{- if or $s.assertionKey $s.assertionPreviousKeys }}
+{{- fail (printf "secrets.assertionKey/assertionPreviousKeys: with existingSecret the chart creates no Secret to hold them; put them into your Secret %s as the keys assertion-key and assertion-previous-key-0, -1, … and set existingSecretAssertionPreviousKeyCount to the number of previous keys" .Values.existingSecret) }}
+{{- end }}
+{{- $out = append $out (dict "name" (printf "existingSecret %s" .Values.existingSecret) "key" "assertion-key" "file" (printf "%s/assertion-key" $dir)) }}
+{{- range $i := until $count }}
+{{- $key := printf "assertion-previous-key-%d" $i }}
+{{- $out = append $out (dict "name" (printf "existingSecret %s" $.Values.existingSecret) "key" $key "file" (printf "%s/%s" $dir $key)) }}
+{{- end }}
+{{- else }}
+{{- if $count }}
+{{- fail "existingSecretAssertionPreviousKeyCount: only with existingSecret; give the previous keys as secrets.assertionPreviousKeys" }}
+{{- end }}
+{{- if not $s.assertionKey }}
+{{- fail "config.assertion.enabled: no signing key. Run `extauth keygen --assertion` and set secrets.assertionKey to the PEM it prints (helm --set-file secrets.assertionKey=assertion.pem), or put it into existingSecret as the key assertion-key. The chart does not generate one: every replica and every render must share one key, and a generated one would change on every `helm template`, invalidating every token in flight" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $i, $pem := $inline }}
+{{- $name := ternary "secrets.assertionKey" (printf "secrets.assertionPreviousKeys[%d]" (sub $i 1)) (eq $i 0) }}
+{{- $key := ternary "assertion-key" (printf "assertion-previous-key-%d" (sub $i 1)) (eq $i 0) }}
+{{- $pem = toString $pem }}
+{{- if or (not (regexMatch "-----BEGIN (EC )?PRIVATE KEY-----" $pem)) (ne (len (regexFindAll "-----BEGIN " $pem -1)) 1) }}
+{{- fail (printf "%s: not one PEM private key (-----BEGIN PRIVATE KEY-----, EC P-256 or Ed25519): give what `extauth keygen --assertion` prints, one key per entry" $name) }}
+{{- end }}
+{{- $trimmed := trim $pem }}
+{{- if hasKey $seen $trimmed }}
+{{- fail (printf "%s: the same key as %s; a rotation lists each key once (the new one as secrets.assertionKey, the old ones in secrets.assertionPreviousKeys)" $name (get $seen $trimmed)) }}
+{{- end }}
+{{- $_ := set $seen $trimmed $name }}
+{{- $out = append $out (dict "name" $name "key" $key "file" (printf "%s/%s" $dir $key) "value" $pem) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
 {{/* The Secret the pods mount: the user's, or the chart's. */}}
 {{- define "extauth.secretName" -}}
 {{- default (include "extauth.fullname" .) .Values.existingSecret }}
@@ -271,6 +329,34 @@ that does not inherit it.
 {{- if $appOIDC }}
 {{- $_ := set . "oidc" $appOIDC }}
 {{- end }}
+{{- end }}
+{{- /*
+The assertion's keys are secrets: they are mounted from the Secret, and
+assertion.keyFile and previousKeyFiles name them. enabled, header, issuer
+and lifetime pass through.
+*/}}
+{{- $assertion := get $cfg "assertion" | default dict }}
+{{- range $key := list "keyFile" "previousKeyFiles" }}
+{{- if get $assertion $key }}
+{{- fail (printf "config.assertion.%s: the assertion keys are secrets: give them as secrets.assertionKey and secrets.assertionPreviousKeys (PEM, from `extauth keygen --assertion`) or in existingSecret (keys assertion-key, assertion-previous-key-N); the chart mounts them and sets assertion.keyFile and assertion.previousKeyFiles" $key) }}
+{{- end }}
+{{- $_ := unset $assertion $key }}
+{{- end }}
+{{- if and $assertion.enabled (not $assertion.issuer) }}
+{{- fail "config.assertion.issuer is required with config.assertion.enabled: the tokens' iss, e.g. https://auth.example.com" }}
+{{- end }}
+{{- with include "extauth.assertionKeys" . | fromJsonArray }}
+{{- $_ := set $assertion "keyFile" (first .).file }}
+{{- $previous := list }}
+{{- range rest . }}
+{{- $previous = append $previous .file }}
+{{- end }}
+{{- with $previous }}
+{{- $_ := set $assertion "previousKeyFiles" . }}
+{{- end }}
+{{- end }}
+{{- if hasKey $cfg "assertion" }}
+{{- $_ := set $cfg "assertion" $assertion }}
 {{- end }}
 {{- $session := get $cfg "session" | default dict }}
 {{- if or $session.secrets $session.secretsFile }}
