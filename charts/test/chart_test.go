@@ -609,7 +609,7 @@ func TestNotes(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, ok := notesAnnotation(o.Notes, a.key)
-		if !ok || !annotationMatches(a.key, got, want) {
+		if !ok || !annotationMatches(a.key, got, want, identityHeaders) {
 			t.Errorf("NOTES lack SPEC.md's %s: %s", a.key, a.quoted)
 		}
 	}

@@ -236,22 +236,28 @@ func specAnnotations(t *testing.T) []annotation {
 	return out
 }
 
-// identityHeaders are every header extauth's check can set. A gateway
-// config lists them all, used or not: nginx (and ingress-nginx's
-// auth-response-headers) then sends the check's value of each, never the
-// client's own.
+// identityHeaders are every header extauth's check can set but the
+// assertion's. A gateway config lists them all, used or not: nginx (and
+// ingress-nginx's auth-response-headers) then sends the check's value of
+// each, never the client's own.
 var identityHeaders = []string{"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username",
 	"X-Auth-Request-Groups", "X-Auth-Request-Access-Token"}
 
+// exampleHeaders are what the gateway examples list: the identity headers
+// and the assertion's (assertion.header's default), whether it is on or not,
+// so that a client's own never reaches the app. NOTES list the assertion's
+// only when it is on.
+var exampleHeaders = append(slices.Clone(identityHeaders), "X-Auth-Request-Jwt")
+
 // annotationMatches compares an annotation with SPEC.md's value; the
 // auth-response-headers list may name more headers than SPEC.md's, and must
-// name every identity header.
-func annotationMatches(key, got, want string) bool {
+// name every one of headers.
+func annotationMatches(key, got, want string, headers []string) bool {
 	if key != "nginx.ingress.kubernetes.io/auth-response-headers" {
 		return got == want
 	}
 	listed := strings.Split(got, ",")
-	for _, h := range append(strings.Split(want, ","), identityHeaders...) {
+	for _, h := range append(strings.Split(want, ","), headers...) {
 		if !slices.Contains(listed, h) {
 			return false
 		}
@@ -282,7 +288,7 @@ func TestProtectedIngressAnnotations(t *testing.T) {
 				if err := yaml.Unmarshal([]byte(a.quoted), &v); err != nil {
 					t.Fatal(err)
 				}
-				if got, ok := ing.Annotations[a.key]; !ok || !annotationMatches(a.key, got, v) {
+				if got, ok := ing.Annotations[a.key]; !ok || !annotationMatches(a.key, got, v, exampleHeaders) {
 					t.Errorf("%s: Ingress %s: %s = %q, want %q", filepath.Base(f), ing.Name, a.key, got, v)
 				}
 			}
@@ -348,7 +354,7 @@ func TestEnvoyGatewayExample(t *testing.T) {
 	if strip == nil || len(strip.Spec.TargetRefs) != 1 || strip.Spec.TargetRefs[0].Kind != "Gateway" {
 		t.Fatal("no ClientTrafficPolicy on the Gateway strips the identity headers")
 	}
-	for _, h := range identityHeaders {
+	for _, h := range exampleHeaders {
 		if !slices.Contains(ea.HTTP.HeadersToBackend, strings.ToLower(h)) {
 			t.Errorf("headersToBackend lacks %s", h)
 		}
@@ -395,7 +401,7 @@ func TestTraefikExample(t *testing.T) {
 	if err != nil || fa.AuthResponseHeadersRegex == "" {
 		t.Fatalf("forwardAuth.authResponseHeadersRegex %q: %v", fa.AuthResponseHeadersRegex, err)
 	}
-	for _, h := range identityHeaders {
+	for _, h := range exampleHeaders {
 		if !re.MatchString(h) {
 			t.Errorf("authResponseHeadersRegex %q does not match %s", fa.AuthResponseHeadersRegex, h)
 		}
@@ -416,5 +422,65 @@ func TestTraefikExample(t *testing.T) {
 	}
 	if !protected || !oauth {
 		t.Errorf("IngressRoutes: one through the middleware %v, /oauth2 to extauth without it %v", protected, oauth)
+	}
+}
+
+// TestNginxGatewayFabricExample: the ExternalAuth filter sends extauth the
+// cookie and not Accept (a redirect from the check would be a 500), and
+// sets every identity header from extauth's answer (nginx auth_request_set:
+// a client's own copy never reaches the app) and the refreshed Set-Cookie.
+func TestNginxGatewayFabricExample(t *testing.T) {
+	var app, oauth *httpRoute
+	for _, d := range readExample(t, "nginx-gateway-fabric.yaml") {
+		if d.Kind != "HTTPRoute" {
+			continue
+		}
+		var r *httpRoute
+		decodeStrict(t, d.Kind, d.YAML, &r)
+		switch r.Metadata.Name {
+		case "app":
+			app = r
+		case "extauth":
+			oauth = r
+		}
+		for _, rule := range r.Spec.Rules {
+			for _, m := range rule.Matches {
+				if m.Path.Value == "/oauth2/" && len(rule.BackendRefs) == 1 && rule.BackendRefs[0].Name == "extauth" {
+					oauth = r
+				}
+			}
+		}
+	}
+	if app == nil {
+		t.Fatal("no HTTPRoute app")
+	}
+	if oauth == nil {
+		t.Error("no route of /oauth2/ to extauth")
+	}
+	var filters int
+	for _, rule := range app.Spec.Rules {
+		for _, f := range rule.Filters {
+			if f.Type != "ExternalAuth" || f.ExternalAuth == nil {
+				continue
+			}
+			filters++
+			ea := f.ExternalAuth
+			if ea.BackendRef.Name != "extauth" || ea.BackendRef.Port != 4180 || ea.HTTP.Path != "/oauth2/ext-authz" {
+				t.Errorf("ExternalAuth %+v, want the extauth Service at /oauth2/ext-authz", ea)
+			}
+			if !slices.Contains(ea.HTTP.AllowedHeaders, "cookie") || slices.ContainsFunc(ea.HTTP.AllowedHeaders, func(h string) bool {
+				return strings.EqualFold(h, "accept")
+			}) {
+				t.Errorf("allowedHeaders %v: want cookie, and not accept", ea.HTTP.AllowedHeaders)
+			}
+			for _, h := range append(slices.Clone(exampleHeaders), "Set-Cookie") {
+				if !slices.Contains(ea.HTTP.AllowedResponseHeaders, h) {
+					t.Errorf("allowedResponseHeaders lacks %s", h)
+				}
+			}
+		}
+	}
+	if filters != 1 {
+		t.Errorf("%d ExternalAuth filters on the app's route, want 1", filters)
 	}
 }

@@ -63,3 +63,32 @@ func TestWriteNginx(t *testing.T) {
 		}
 	}
 }
+
+// TestReferenceSiteSetsIdentityHeaders: the protected location of
+// examples/nginx/protected-app.conf sets every identity header the check can
+// answer, the assertion's included, from the check's answer: nginx then
+// sends that value (none when it is empty) and never the client's own.
+func TestReferenceSiteSetsIdentityHeaders(t *testing.T) {
+	ref, err := os.ReadFile(filepath.Join(RepoRoot(t), "examples", "nginx", "protected-app.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := string(ref)
+	for _, h := range []string{"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username",
+		"X-Auth-Request-Groups", "X-Auth-Request-Access-Token", "X-Auth-Request-Jwt"} {
+		upstream := "$upstream_http_" + strings.ReplaceAll(strings.ToLower(h), "-", "_") + ";"
+		var variable string
+		for _, line := range strings.Split(site, "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "auth_request_set" && f[2] == upstream {
+				variable = f[1]
+			}
+		}
+		if variable == "" {
+			t.Errorf("no auth_request_set of %s", upstream)
+			continue
+		}
+		if !strings.Contains(site, "proxy_set_header '"+h+"' "+variable+";") {
+			t.Errorf("no proxy_set_header '%s' %s;", h, variable)
+		}
+	}
+}
