@@ -286,6 +286,7 @@ var forgedHeaders = map[string]string{
 	"X-Auth-Request-Groups":             "admins",
 	"X-Auth-Request-Preferred-Username": "root",
 	"X-Auth-Request-Access-Token":       "forged",
+	"X-Auth-Request-Jwt":                "forged",
 }
 
 // noForgedHeadersReachTheApp fetches /api/headers from the signed-in page
@@ -303,6 +304,11 @@ func noForgedHeadersReachTheApp(t *testing.T, ctx context.Context) {
 		for _, v := range values {
 			if v == forgedHeaders[name] {
 				t.Errorf("the app received the client's own %s: %q", name, v)
+			}
+			// Caddy before 2.9 copies a header the check's answer lacks as
+			// its placeholder's text (examples/caddy/Caddyfile removes it).
+			if strings.HasPrefix(v, "{http.") {
+				t.Errorf("the app received %s: %q", name, v)
 			}
 		}
 	}
