@@ -1,8 +1,9 @@
 // Package stack runs extauth the way a user meets it, on loopback: Debian's
 // nginx with the reference config (examples/nginx/protected-app.conf), a real
 // OpenID provider (zitadel's example OP, see e2e/op), extauth itself, and a
-// small upstream app that echoes the identity headers it receives. The
-// browser tests and `make demo` both start it.
+// small upstream app that echoes the identity headers it receives (and, with
+// Options.Assertion, verifies the signed one as an app would). The browser
+// tests and `make demo` both start it.
 package stack
 
 import (
@@ -22,11 +23,15 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
+
 	"github.com/extauth/extauth/e2e/op"
 	"github.com/extauth/extauth/internal/testenv"
+	"github.com/extauth/extauth/pkg/assertion"
 	"github.com/extauth/extauth/pkg/config"
 	"github.com/extauth/extauth/pkg/server"
 )
@@ -67,7 +72,19 @@ type Options struct {
 	// (top-level keys such as apps:, which Update cannot add: an app
 	// inherits the keys it leaves out when the file is parsed).
 	ExtraYAML string
+	// Assertion turns assertion.* on: a new signing key in Dir (AssertionKey,
+	// else a new EC P-256 one, as `extauth keygen --assertion` writes),
+	// issuer AssertionIssuer. The app then verifies the X-Auth-Request-Jwt
+	// it receives against extauth's /.well-known/jwks.json and reports what
+	// it found at /api/assertion.
+	Assertion bool
+	// AssertionKey is the PEM signing key (PKCS#8 EC P-256 or Ed25519) when
+	// Assertion is set; nil: a new EC P-256 key.
+	AssertionKey []byte
 }
+
+// AssertionIssuer is the assertion's iss in a stack with Options.Assertion.
+const AssertionIssuer = "http://extauth.test"
 
 // ExternalProvider is an OpenID provider the caller runs.
 type ExternalProvider struct {
@@ -85,6 +102,7 @@ type Stack struct {
 	Metrics  []string
 	ownDir   bool // Dir was made by Start and goes with Stop
 	app      *http.Server
+	echo     *echoApp
 	gateway  *exec.Cmd // nginx or caddy
 	cancel   context.CancelFunc
 	extauthC chan error
@@ -151,7 +169,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.app = &http.Server{Handler: http.HandlerFunc(echoApp), ReadHeaderTimeout: 5 * time.Second}
+	s.echo = &echoApp{}
+	s.app = &http.Server{Handler: s.echo, ReadHeaderTimeout: 5 * time.Second}
 	go s.app.Serve(appLn)
 
 	// extauth, from a YAML file as users write it: one process per replica,
@@ -172,6 +191,20 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 			store = config.StoreCookie
 		}
 		redis = fmt.Sprintf("  store: %s\n  redis: {enabled: true, address: %q}\n", store, o.Redis)
+	}
+	assertionYAML := ""
+	if o.Assertion {
+		key := o.AssertionKey
+		if key == nil {
+			if key, err = assertion.GenerateKey(rand.Reader); err != nil {
+				return nil, err
+			}
+		}
+		keyFile := filepath.Join(s.Dir, "assertion.pem")
+		if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+			return nil, err
+		}
+		assertionYAML = fmt.Sprintf("assertion:\n  enabled: true\n  keyFile: %q\n  issuer: %q\n", keyFile, AssertionIssuer)
 	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
@@ -204,10 +237,11 @@ session:
   cookieSecure: false          # plain http on loopback
   refreshBefore: %s
   secrets: [%q]
-%slogging:
+%s%slogging:
   level: debug
 %s`, extauthLn.Addr(), metricsLn.Addr(), trusted, idp.Issuer, idp.ClientID, idp.ClientSecret,
-			s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret), redis, o.ExtraYAML)
+			s.URL+"/oauth2/callback", s.URL+"/", o.RefreshBefore, base64.StdEncoding.EncodeToString(secret), redis,
+			assertionYAML, o.ExtraYAML)
 		if s.Config, err = config.Parse([]byte(yaml)); err == nil && o.Update != nil {
 			o.Update(s.Config)
 			err = s.Config.Validate()
@@ -231,6 +265,12 @@ session:
 		if err := testenv.WaitHTTP(ctx, "http://"+addr+"/readyz", 15*time.Second); err != nil {
 			return nil, fmt.Errorf("extauth never became ready: %w", err)
 		}
+	}
+
+	// The app verifies the assertion as a real one would: the public keys
+	// from extauth's JWKS (every replica serves the same key file's).
+	if o.Assertion {
+		s.echo.keys.Store(oidc.NewRemoteKeySet(runCtx, "http://"+s.Replicas[0]+"/.well-known/jwks.json"))
 	}
 
 	// The gateway with its reference config.
@@ -347,8 +387,82 @@ func (s *Stack) startCaddy(ctx context.Context, port int, extauthAddr, appAddr s
 
 // echoApp is the protected app: a page that shows the identity headers it
 // received; /fail answers the same page with status 500; /api/* answers JSON,
-// /api/headers with every X-Auth-Request-* header it got.
-func echoApp(w http.ResponseWriter, r *http.Request) {
+// /api/headers with every X-Auth-Request-* header it got, /api/assertion
+// with what verifying X-Auth-Request-Jwt found (AssertionReport).
+type echoApp struct {
+	// keys are extauth's assertion keys (Options.Assertion), else nil.
+	keys atomic.Pointer[oidc.RemoteKeySet]
+}
+
+// AssertionReport is the app's answer at /api/assertion: whether the
+// request carried X-Auth-Request-Jwt, and what go-oidc's verifier (issuer
+// AssertionIssuer, audience the request's host without its port, ES256 or
+// EdDSA, extauth's JWKS) made of it.
+type AssertionReport struct {
+	Present  bool     `json:"present"`
+	Values   int      `json:"values"` // how many X-Auth-Request-Jwt the app got
+	Token    string   `json:"token,omitempty"`
+	Verified bool     `json:"verified"`
+	Error    string   `json:"error,omitempty"`
+	Alg      string   `json:"alg,omitempty"`
+	Kid      string   `json:"kid,omitempty"`
+	Audience []string `json:"aud,omitempty"`
+	Subject  string   `json:"sub,omitempty"`
+	Email    string   `json:"email,omitempty"`
+	Groups   []string `json:"groups,omitempty"`
+	// PreferredUsername and SID are the claims of the same names.
+	PreferredUsername string `json:"preferred_username,omitempty"`
+	SID               string `json:"sid,omitempty"`
+}
+
+// verifyAssertion checks the request's X-Auth-Request-Jwt the way an app
+// behind extauth would.
+func (e *echoApp) verifyAssertion(r *http.Request) AssertionReport {
+	values := r.Header.Values("X-Auth-Request-Jwt")
+	rep := AssertionReport{Present: len(values) > 0, Values: len(values)}
+	if !rep.Present {
+		return rep
+	}
+	rep.Token = values[0]
+	if head, _, ok := strings.Cut(rep.Token, "."); ok {
+		var h struct{ Alg, Kid string }
+		if b, err := base64.RawURLEncoding.DecodeString(head); err == nil && json.Unmarshal(b, &h) == nil {
+			rep.Alg, rep.Kid = h.Alg, h.Kid
+		}
+	}
+	keys := e.keys.Load()
+	if keys == nil {
+		rep.Error = "the stack runs without assertion.enabled"
+		return rep
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	v := oidc.NewVerifier(AssertionIssuer, keys, &oidc.Config{ClientID: strings.ToLower(host),
+		SupportedSigningAlgs: []string{oidc.ES256, oidc.EdDSA}})
+	tok, err := v.Verify(r.Context(), rep.Token)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	var claims struct {
+		Email             string   `json:"email"`
+		Groups            []string `json:"groups"`
+		PreferredUsername string   `json:"preferred_username"`
+		SID               string   `json:"sid"`
+	}
+	if err := tok.Claims(&claims); err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	rep.Verified = true
+	rep.Audience, rep.Subject = tok.Audience, tok.Subject
+	rep.Email, rep.Groups, rep.PreferredUsername, rep.SID = claims.Email, claims.Groups, claims.PreferredUsername, claims.SID
+	return rep
+}
+
+func (e *echoApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var names []string
 	for name := range r.Header {
 		if strings.HasPrefix(name, "X-Auth-Request-") {
@@ -365,6 +479,11 @@ func echoApp(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(seen)
+		return
+	}
+	if r.URL.Path == "/api/assertion" {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(e.verifyAssertion(r))
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {
