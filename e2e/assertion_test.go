@@ -215,7 +215,7 @@ func fetchJWKS(t *testing.T, u string) []byte {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "public, max-age=300" ||
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "max-age=300" ||
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		t.Errorf("GET %s: %d, Cache-Control %q, Content-Type %q", u, resp.StatusCode,
 			resp.Header.Get("Cache-Control"), resp.Header.Get("Content-Type"))

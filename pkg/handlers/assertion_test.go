@@ -133,7 +133,7 @@ func TestJWKSEndpoints(t *testing.T) {
 	for _, path := range []string{"/.well-known/jwks.json", "/oauth2/jwks"} {
 		rec := e.do(http.MethodGet, path, nil, nil)
 		body := rec.Body.String()
-		if rec.Code != http.StatusOK || rec.Header().Get("Cache-Control") != "public, max-age=300" ||
+		if rec.Code != http.StatusOK || rec.Header().Get("Cache-Control") != "max-age=300" ||
 			rec.Header().Get("Content-Type") != "application/json" || !strings.Contains(body, `"kty":"EC"`) ||
 			strings.Contains(body, `"d"`) {
 			t.Errorf("%s: %d %v %s", path, rec.Code, rec.Header(), body)

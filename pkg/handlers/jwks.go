@@ -18,7 +18,7 @@ func (h *handler) jwks(c *gin.Context, _ *reqLog) *outcome {
 	}
 	body := h.Assertions.JWKS()
 	return &outcome{status: http.StatusOK, render: func(c *gin.Context) {
-		c.Header("Cache-Control", "public, max-age=300")
+		c.Header("Cache-Control", "max-age=300")
 		c.Data(http.StatusOK, "application/json", body)
 	}}
 }
