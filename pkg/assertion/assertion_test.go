@@ -190,7 +190,7 @@ func TestKeyRotation(t *testing.T) {
 // group list get their own token; the cache stays bounded.
 func TestTokenCache(t *testing.T) {
 	clk := testenv.NewClock(time.Now())
-	s, err := assertion.NewSigner(newKey(t), nil, assertion.Options{Issuer: issuer, Lifetime: 5 * time.Minute, Now: clk.Now, MaxEntries: 100})
+	s, err := assertion.NewSigner(newKey(t), nil, assertion.Options{Issuer: issuer, Lifetime: 5 * time.Minute, Now: clk.Now, MaxEntries: 100, MaxBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +219,27 @@ func TestTokenCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := s.Len(); n > 100 {
+	if n, _ := s.Len(); n > 100 {
 		t.Errorf("cache holds %d tokens, bound 100", n)
+	}
+	// Hosts are the client's: long ones fill the byte bound, not memory.
+	for i := range 1000 {
+		if _, err := s.Token(alice, fmt.Sprintf("%0500d.example.com", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, bytes := s.Len(); bytes > 1<<20 || n == 0 {
+		t.Errorf("cache holds %d tokens in %d bytes, bound 1 MiB", n, bytes)
+	}
+	// One larger than 1/64 of the bound is signed but never cached.
+	huge := alice
+	huge.Groups = make([]string, 400)
+	for i := range huge.Groups {
+		huge.Groups[i] = fmt.Sprintf("a-group-with-a-long-name-%04d", i)
+	}
+	a, _ := s.Token(huge, "grafana")
+	if b, _ := s.Token(huge, "grafana"); a == b {
+		t.Error("an outsized identity was cached")
 	}
 }
 
@@ -318,7 +337,8 @@ func BenchmarkCacheMemory(b *testing.B) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		perEntry = float64(after.HeapAlloc-before.HeapAlloc) / float64(s.Len())
+		n, _ := s.Len()
+		perEntry = float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
 		runtime.KeepAlive(s)
 	}
 	b.ReportMetric(perEntry, "B/entry")

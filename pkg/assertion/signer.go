@@ -17,8 +17,14 @@ import (
 	"time"
 )
 
-// DefaultMaxEntries bounds the token cache: past it, the stalest entries go.
-const DefaultMaxEntries = 10000
+// DefaultMaxEntries and DefaultMaxBytes bound the token cache: past
+// either, entries go. The bytes count what an entry holds (the token, the
+// identity, the audience), which a session with hundreds of groups or a
+// long host makes large.
+const (
+	DefaultMaxEntries = 10000
+	DefaultMaxBytes   = 32 << 20
+)
 
 // Options configure a Signer.
 type Options struct {
@@ -32,8 +38,10 @@ type Options struct {
 	Now func() time.Time
 	// Rand supplies jti (default crypto/rand).
 	Rand io.Reader
-	// MaxEntries bounds the cache (default DefaultMaxEntries).
+	// MaxEntries and MaxBytes bound the cache (default DefaultMaxEntries
+	// and DefaultMaxBytes).
 	MaxEntries int
+	MaxBytes   int
 }
 
 // Identity is what a token asserts, from the session of an allowed check.
@@ -65,6 +73,7 @@ type Signer struct {
 
 	mu    sync.Mutex
 	cache map[cacheKey]*entry
+	bytes int // the sum of the entries' size
 }
 
 type cacheKey struct {
@@ -76,6 +85,20 @@ type entry struct {
 	id      Identity
 	token   string
 	renewAt time.Time // iat + Lifetime/2
+	size    int
+}
+
+// entryOverhead is roughly what an entry costs besides its strings: the
+// map slot, the entry and the string and slice headers.
+const entryOverhead = 256
+
+func (e *entry) sizeWith(audience string) int {
+	n := entryOverhead + len(e.token) + len(audience) + len(e.id.Session) + len(e.id.Subject) +
+		len(e.id.Email) + len(e.id.PreferredUsername) + len(e.id.SID)
+	for _, g := range e.id.Groups {
+		n += len(g) + 16
+	}
+	return n
 }
 
 // NewSigner signs with current; previous keys (a rotation in progress)
@@ -95,6 +118,9 @@ func NewSigner(current *Key, previous []*Key, o Options) (*Signer, error) {
 	}
 	if o.MaxEntries <= 0 {
 		o.MaxEntries = DefaultMaxEntries
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
 	}
 	keys := []any{current.Public()}
 	seen := map[string]bool{current.kid: true}
@@ -126,11 +152,11 @@ func NewSigner(current *Key, previous []*Key, o Options) (*Signer, error) {
 // JWKS is the JSON Web Key Set of the public keys, current first.
 func (s *Signer) JWKS() []byte { return s.jwks }
 
-// Len is the number of cached tokens.
-func (s *Signer) Len() int {
+// Len is the number of cached tokens and their size in bytes.
+func (s *Signer) Len() (entries, bytes int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.cache)
+	return len(s.cache), s.bytes
 }
 
 // Token is the assertion of id for audience: the cached one while it has
@@ -152,28 +178,40 @@ func (s *Signer) Token(id Identity, audience string) (string, error) {
 	}
 	e := &entry{id: id, token: tok, renewAt: now.Add(s.o.Lifetime / 2)}
 	e.id.Groups = slices.Clone(id.Groups)
+	e.size = e.sizeWith(audience)
+	if e.size > s.o.MaxBytes/64 {
+		return tok, nil // an outsized identity or host: signed each time, never cached
+	}
 	s.mu.Lock()
-	if len(s.cache) >= s.o.MaxEntries {
+	if old := s.cache[key]; old != nil {
+		s.bytes -= old.size
+		delete(s.cache, key)
+	}
+	if len(s.cache) >= s.o.MaxEntries || s.bytes+e.size > s.o.MaxBytes {
 		s.evict(now)
 	}
 	s.cache[key] = e
+	s.bytes += e.size
 	s.mu.Unlock()
 	return tok, nil
 }
 
 // evict drops the entries due for renewal, then, while the cache is still
-// more than three quarters full, arbitrary ones (map order is random).
-// Called with mu held; it runs once per MaxEntries/4 insertions at most.
+// more than three quarters full (in entries or bytes), arbitrary ones (map
+// order is random). Called with mu held; it runs once per quarter of the
+// bound's insertions at most.
 func (s *Signer) evict(now time.Time) {
 	for k, e := range s.cache {
 		if !now.Before(e.renewAt) {
+			s.bytes -= e.size
 			delete(s.cache, k)
 		}
 	}
-	for k := range s.cache {
-		if len(s.cache) <= s.o.MaxEntries*3/4 {
+	for k, e := range s.cache {
+		if len(s.cache) <= s.o.MaxEntries*3/4 && s.bytes <= s.o.MaxBytes*3/4 {
 			break
 		}
+		s.bytes -= e.size
 		delete(s.cache, k)
 	}
 }
