@@ -2,7 +2,6 @@ package charttest
 
 import (
 	"encoding/base64"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -124,14 +123,7 @@ func TestApps(t *testing.T) {
 // names, roll the pods through checksum/secret; other app values through
 // checksum/config only.
 func TestAppChecksums(t *testing.T) {
-	annotations := func(v map[string]any) map[string]string {
-		t.Helper()
-		a := render(t, v).Deployment.Spec.Template.Annotations
-		if a["checksum/config"] == "" || a["checksum/secret"] == "" {
-			t.Fatalf("no checksum annotations: %v", a)
-		}
-		return a
-	}
+	annotations := func(v map[string]any) map[string]string { return checksums(t, v) }
 	withApps := annotations(apps(t))
 	without := annotations(minimal(t))
 	for _, tc := range []struct {
@@ -241,16 +233,7 @@ func TestAppsNotes(t *testing.T) {
 // render, and extauth accepts the config they make (argocd's Secret stood
 // in for by existingSecrets).
 func TestAppsReadmeExample(t *testing.T) {
-	readme, err := os.ReadFile(ChartDir + "/README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "\n## Many apps, one deployment\n")
-	_, block, ok2 := strings.Cut(section, "```yaml\n")
-	block, _, ok3 := strings.Cut(block, "```")
-	if !ok || !ok2 || !ok3 {
-		t.Fatal("README.md: no yaml block in the section \"Many apps, one deployment\"")
-	}
+	_, block := readmeSection(t, "Many apps, one deployment")
 	var vals map[string]any
 	if err := yaml.Unmarshal([]byte(block), &vals); err != nil {
 		t.Fatalf("README.md apps example: %v", err)

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -290,14 +289,7 @@ func TestAssertionFailures(t *testing.T) {
 // checksum/secret, of the key files named through checksum/config too;
 // the same keys render the same checksums every time.
 func TestAssertionChecksums(t *testing.T) {
-	annotations := func(t *testing.T, v map[string]any) map[string]string {
-		t.Helper()
-		a := render(t, v).Deployment.Spec.Template.Annotations
-		if a["checksum/config"] == "" || a["checksum/secret"] == "" {
-			t.Fatalf("no checksum annotations: %v", a)
-		}
-		return a
-	}
+	annotations := checksums
 	k1, k2 := assertionKey(t), assertionKey(t)
 	on := map[string]any{"enabled": true, "issuer": "https://auth.example.com"}
 	without := annotations(t, minimal(t))
@@ -382,17 +374,7 @@ func TestAssertionNotes(t *testing.T) {
 // section, with a key as --set-file gives it, render, and extauth accepts
 // the config they make.
 func TestAssertionReadmeExample(t *testing.T) {
-	readme, err := os.ReadFile(ChartDir + "/README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "\n## Signed identity (assertion)\n")
-	section, _, _ = strings.Cut(section, "\n## ")
-	_, block, ok2 := strings.Cut(section, "```yaml\n")
-	block, _, ok3 := strings.Cut(block, "```")
-	if !ok || !ok2 || !ok3 {
-		t.Fatal("README.md: no yaml block in the section \"Signed identity (assertion)\"")
-	}
+	section, block := readmeSection(t, "Signed identity (assertion)")
 	for _, s := range []string{"extauth keygen --assertion", "--set-file secrets.assertionKey=", "secrets.assertionPreviousKeys",
 		"existingSecretAssertionPreviousKeyCount", "/.well-known/jwks.json", "config.assertion.lifetime"} {
 		if !strings.Contains(section, s) {

@@ -287,14 +287,7 @@ func TestProbesPortsAndMounts(t *testing.T) {
 // TestChecksums: a config change or a secret change rolls the pods; other
 // changes leave the checksums alone.
 func TestChecksums(t *testing.T) {
-	annotations := func(v map[string]any) map[string]string {
-		t.Helper()
-		a := render(t, v).Deployment.Spec.Template.Annotations
-		if a["checksum/config"] == "" || a["checksum/secret"] == "" {
-			t.Fatalf("no checksum annotations: %v", a)
-		}
-		return a
-	}
+	annotations := func(v map[string]any) map[string]string { return checksums(t, v) }
 	base := annotations(minimal(t))
 	for _, tc := range []struct {
 		name           string
