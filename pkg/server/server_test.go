@@ -41,6 +41,13 @@ func serve(t *testing.T, update func(*config.Config)) (string, string) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	return serveConfig(t, cfg)
+}
+
+// serveConfig runs a server with cfg until the test ends; it returns the
+// main and metrics addresses.
+func serveConfig(t *testing.T, cfg *config.Config) (string, string) {
+	t.Helper()
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -238,21 +245,12 @@ apps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mainLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	metricsLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, mainLn, metricsLn) }()
-	t.Cleanup(func() { cancel(); <-done })
+	mainAddr, _ := serveConfig(t, cfg)
 
 	tok := ci.SignJWT(map[string]any{"iss": ci.Issuer, "sub": "repo:org/grafana", "aud": "grafana-ci",
 		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
 	check := func(host string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+mainLn.Addr().String()+"/oauth2/auth", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+mainAddr+"/oauth2/auth", nil)
 		req.Header.Set("X-Original-URL", "https://"+host+"/api/dashboards")
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := http.DefaultClient.Do(req)
