@@ -87,11 +87,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 	// One client per app: the top-level one (when the file names it) and
 	// each of apps:, with its own provider and its own cookie, sealed for
 	// the app alone (Codec.For).
-	newClient := func(at string, oidc config.OIDC, bearerAudiences []string, opts session.Options, codec *session.Codec) (*provider.Provider, handlers.SessionStore, *session.FlowStore, error) {
-		ca, err := config.ReadCA(oidc.CAFile)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("%s.caFile: %w", at, err)
-		}
+	newClient := func(at string, oidc config.OIDC, ca []byte, bearerAudiences []string, opts session.Options, codec *session.Codec) (*provider.Provider, handlers.SessionStore, *session.FlowStore, error) {
 		p, err := provider.New(provider.Config{
 			IssuerURL:         oidc.IssuerURL,
 			ClientID:          oidc.ClientID,
@@ -116,14 +112,23 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 		return p, sessions, session.NewFlowStore(codec, opts, now), nil
 	}
 	if cfg.HasClient() {
-		if deps.Provider, deps.Sessions, deps.Flows, err = newClient("oidc", cfg.OIDC, cfg.Authorization.BearerAudiences, CookieOptions(cfg), codec); err != nil {
+		ca, err := config.ReadCA(cfg.OIDC.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("oidc.caFile: %w", err)
+		}
+		if deps.Provider, deps.Sessions, deps.Flows, err = newClient("oidc", cfg.OIDC, ca, cfg.Authorization.BearerAudiences, CookieOptions(cfg), codec); err != nil {
 			return nil, err
 		}
 	}
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]
 		opts := CookieOptions(&config.Config{Session: a.SessionConfig(cfg.Session), Headers: cfg.Headers})
-		p, sessions, flows, err := newClient(fmt.Sprintf("apps[%d].oidc", i), a.OIDC, nil, opts, codec.For(a.Name))
+		// The app's CA bundle serves its provider and its bearer issuers.
+		ca, err := config.ReadCA(a.OIDC.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("apps[%d].oidc.caFile: %w", i, err)
+		}
+		p, sessions, flows, err := newClient(fmt.Sprintf("apps[%d].oidc", i), a.OIDC, ca, nil, opts, codec.For(a.Name))
 		if err != nil {
 			return nil, err
 		}
@@ -132,10 +137,6 @@ func New(cfg *config.Config, log *slog.Logger, version string) (*Server, error) 
 			// The issuers are outside extauth (CI systems, the cluster): each
 			// is discovered on its first token, not at start-up, and being
 			// down refuses only its own tokens.
-			ca, err := config.ReadCA(a.OIDC.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("apps[%d].oidc.caFile: %w", i, err)
-			}
 			issuers := make([]provider.BearerIssuer, len(a.Authorization.Bearer))
 			for k, b := range a.Authorization.Bearer {
 				issuers[k] = provider.BearerIssuer{IssuerURL: b.IssuerURL, Audiences: b.Audiences, JWKSURL: b.JWKSURL}
